@@ -1,0 +1,189 @@
+// Pseudoinverses through the SVD and the chained reconstruction of inputs from outputs.
+//
+// A chain is a list of layers h_l = act_l(W_l h_{l-1} + b_l), vectors as rows. Going backwards,
+// each layer undoes its activation, subtracts its bias and applies W_l^+; the per-layer factor
+// (W_l^+)^T = U_r S_r^-1 V_r^T is computed once, so many targets cost one matrix product per layer.
+#pragma once
+
+#include "activations.hpp"
+#include "blas.hpp"
+#include "parallel.hpp"
+#include "project.hpp"
+#include "svd.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cstddef>
+#include <limits>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace vsfast {
+
+// Rank by the rule of numpy's matrix_rank / scipy's pinv: singular values above
+// max(atol, rtol * s[0]), where rtol defaults to max(m, n) * eps when neither tolerance is given
+// and to 0 when only atol is.
+template <class T>
+std::size_t rank_of(const T* s, std::size_t count, std::size_t m, std::size_t n, std::optional<double> rtol,
+                    std::optional<double> atol) {
+  if (count == 0) return 0;
+  const double eps = std::numeric_limits<T>::epsilon();
+  const double r = rtol ? *rtol : (atol ? 0.0 : static_cast<double>(std::max(m, n)) * eps);
+  const double tol = std::max(atol.value_or(0.0), r * static_cast<double>(s[0]));
+  std::size_t rank = 0;
+  while (rank < count && static_cast<double>(s[rank]) > tol) ++rank;
+  return rank;
+}
+
+template <class T>
+struct PinvFactors {
+  std::size_t rank = 0;
+  std::vector<T> u, s, vh;  // thin SVD of W: u m x q, s q, vh q x n, q = min(m, n)
+};
+
+template <class T>
+PinvFactors<T> pinv_factors(const T* w, std::size_t m, std::size_t n, std::optional<double> rtol,
+                            std::optional<double> atol) {
+  PinvFactors<T> f;
+  const std::size_t q = std::min(m, n);
+  f.u.resize(m * q);
+  f.s.resize(q);
+  f.vh.resize(q * n);
+  std::vector<T> work;
+  svd_rowmajor(w, m, n, f.u.data(), f.s.data(), f.vh.data(), work);
+  f.rank = rank_of(f.s.data(), q, m, n, rtol, atol);
+  return f;
+}
+
+// Writes W^+ (row-major n x m) or, when `transposed`, (W^+)^T (row-major m x n).
+template <class T>
+void pinv_from_factors(const PinvFactors<T>& f, std::size_t m, std::size_t n, bool transposed, T* out) {
+  const std::size_t q = std::min(m, n), r = f.rank;
+  if (r == 0) {
+    std::fill(out, out + m * n, T(0));
+    return;
+  }
+  std::vector<T> scaled_vh(f.vh.begin(), f.vh.begin() + static_cast<std::ptrdiff_t>(r * n));
+  for (std::size_t i = 0; i < r; ++i)
+    for (std::size_t j = 0; j < n; ++j) scaled_vh[i * n + j] /= f.s[i];
+  const blas_int bm = to_blas_int(m, "rows"), bn = to_blas_int(n, "columns");
+  const blas_int br = static_cast<blas_int>(r), bq = static_cast<blas_int>(q);
+  if (transposed)  // U_r (S_r^-1 Vh_r)
+    gemm_rowmajor(false, false, bm, bn, br, T(1), f.u.data(), bq, scaled_vh.data(), bn, T(0), out, bn);
+  else  // (S_r^-1 Vh_r)^T U_r^T
+    gemm_rowmajor(true, true, bn, bm, br, T(1), scaled_vh.data(), bn, f.u.data(), bq, T(0), out, bm);
+}
+
+template <class T>
+struct LayerSpec {
+  std::vector<T> weight;  // row-major m x n
+  std::vector<T> bias;    // m entries, or empty
+  std::size_t m = 0, n = 0;
+  Activation activation;
+};
+
+template <class T>
+class Chain {
+ public:
+  Chain(std::vector<LayerSpec<T>> specs, std::optional<double> rtol, std::optional<double> atol)
+      : layers_(std::move(specs)) {
+    if (layers_.empty()) throw std::invalid_argument("layers: expected at least one layer");
+    for (std::size_t l = 1; l < layers_.size(); ++l)
+      if (layers_[l].n != layers_[l - 1].m)
+        throw std::invalid_argument("layers: layer " + std::to_string(l) + " takes " +
+                                    std::to_string(layers_[l].n) + " inputs but layer " + std::to_string(l - 1) +
+                                    " gives " + std::to_string(layers_[l - 1].m) + " outputs");
+    pinv_t_.resize(layers_.size());
+    ranks_.resize(layers_.size());
+    for (std::size_t l = 0; l < layers_.size(); ++l) {
+      const auto& L = layers_[l];
+      const PinvFactors<T> f = pinv_factors(L.weight.data(), L.m, L.n, rtol, atol);
+      ranks_[l] = f.rank;
+      pinv_t_[l].resize(L.m * L.n);
+      pinv_from_factors(f, L.m, L.n, /*transposed=*/true, pinv_t_[l].data());
+      if (l == 0) first_signal_rows_.assign(f.vh.begin(), f.vh.begin() + static_cast<std::ptrdiff_t>(f.rank * L.n));
+    }
+  }
+
+  std::size_t depth() const { return layers_.size(); }
+  std::size_t input_dim() const { return layers_.front().n; }
+  std::size_t output_dim() const { return layers_.back().m; }
+  const std::vector<std::size_t>& ranks() const { return ranks_; }
+
+  // x (rows x input_dim) = inputs whose outputs are y (rows x output_dim). `reference` (ref_rows
+  // rows, 1 or `rows`) adds its component in the first layer's rejected space, which leaves the
+  // outputs unchanged. clamped[l] counts the targets of layer l moved into its activation's range.
+  void reconstruct(const T* y, std::size_t rows, const T* reference, std::size_t ref_rows, T* x,
+                   std::vector<std::size_t>& clamped) const {
+    clamped.assign(layers_.size(), 0);
+    std::vector<T> h(y, y + rows * output_dim()), next;
+    for (std::size_t l = layers_.size(); l-- > 0;) {
+      const auto& L = layers_[l];
+      clamped[l] = invert_activation(L, h.data(), rows);
+      next.resize(rows * L.n);
+      gemm_rowmajor(false, false, to_blas_int(rows, "rows"), static_cast<blas_int>(L.n), static_cast<blas_int>(L.m),
+                    T(1), h.data(), static_cast<blas_int>(L.m), pinv_t_[l].data(), static_cast<blas_int>(L.n), T(0),
+                    next.data(), static_cast<blas_int>(L.n));
+      h.swap(next);
+    }
+    std::copy(h.begin(), h.end(), x);
+    if (reference) add_rejected_part(reference, ref_rows, x, rows);
+  }
+
+  // y (rows x output_dim) = the chain applied to x (rows x input_dim).
+  void forward(const T* x, std::size_t rows, T* y) const {
+    std::vector<T> h(x, x + rows * input_dim()), next;
+    for (const auto& L : layers_) {
+      next.resize(rows * L.m);
+      gemm_rowmajor(false, true, to_blas_int(rows, "rows"), static_cast<blas_int>(L.m), static_cast<blas_int>(L.n),
+                    T(1), h.data(), static_cast<blas_int>(L.n), L.weight.data(), static_cast<blas_int>(L.n), T(0),
+                    next.data(), static_cast<blas_int>(L.m));
+      parallel_rows(rows, L.m, [&](std::size_t begin, std::size_t end) {
+        for (std::size_t i = begin; i < end; ++i)
+          for (std::size_t j = 0; j < L.m; ++j) {
+            T& v = next[i * L.m + j];
+            v = L.activation.forward(L.bias.empty() ? v : v + L.bias[j]);
+          }
+      });
+      h.swap(next);
+    }
+    std::copy(h.begin(), h.end(), y);
+  }
+
+ private:
+  // In place: h <- act^-1(h) - b. Returns how many entries had to be clamped.
+  static std::size_t invert_activation(const LayerSpec<T>& L, T* h, std::size_t rows) {
+    std::atomic<std::size_t> clamped{0};
+    parallel_rows(rows, L.m, [&](std::size_t begin, std::size_t end) {
+      std::size_t local = 0;
+      for (std::size_t i = begin; i < end; ++i)
+        for (std::size_t j = 0; j < L.m; ++j) {
+          T& v = h[i * L.m + j];
+          v = L.activation.inverse(v, local);
+          if (!L.bias.empty()) v -= L.bias[j];
+        }
+      clamped += local;
+    });
+    return clamped.load();
+  }
+
+  void add_rejected_part(const T* reference, std::size_t ref_rows, T* x, std::size_t rows) const {
+    const std::size_t n = input_dim();
+    std::vector<T> signal(ref_rows * n), residual(ref_rows * n);
+    project_rowmajor(reference, ref_rows, n, first_signal_rows_.data(), ranks_.front(), signal.data(),
+                     residual.data());
+    for (std::size_t i = 0; i < rows; ++i) {
+      const T* r = residual.data() + (ref_rows == 1 ? 0 : i * n);
+      for (std::size_t j = 0; j < n; ++j) x[i * n + j] += r[j];
+    }
+  }
+
+  std::vector<LayerSpec<T>> layers_;
+  std::vector<std::vector<T>> pinv_t_;  // (W_l^+)^T, row-major m_l x n_l
+  std::vector<std::size_t> ranks_;
+  std::vector<T> first_signal_rows_;  // first layer's V_r^T: its signal space, as rows
+};
+
+}  // namespace vsfast

@@ -1,0 +1,98 @@
+// Randomized truncated SVD (Halko, Martinsson & Tropp, SIAM Review 53(2), 2011, Algorithms 4.4
+// and 5.1): sketch the range of A with a Gaussian test matrix, sharpen it with power iterations
+// re-orthonormalised at every half-step, then take the exact SVD of the small projected matrix.
+//
+// A wide matrix is handled through its transpose, so the sketch Y always lives on the long side:
+// it is orthonormalised q + 1 times by CholeskyQR2 at matrix-product speed, the short-side block q
+// times, and the exact SVD at the end is of a short-by-(k + p) matrix. What remains beyond the
+// (2q + 2) passes of matrix products over A, the floor of the method, is small.
+#pragma once
+
+#include "blas.hpp"
+#include "random.hpp"
+#include "svd.hpp"
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace vsfast {
+
+struct RsvdParams {
+  std::size_t k = 0;            // singular triplets returned
+  std::size_t oversample = 10;  // extra sketch columns: the error bound improves fast with them
+  std::size_t power_iters = 2;  // each pass sharpens the spectrum's decay by its power
+  std::uint64_t seed = 0;
+};
+
+template <class T>
+struct RsvdWorkspace {
+  std::vector<T> y, z, ub, vbt, s;
+  OrthWorkspace<T> orth;
+};
+
+// Columns in the sketch of an m x n matrix.
+inline std::size_t sketch_width(std::size_t m, std::size_t n, const RsvdParams& p) {
+  return std::min(p.k + p.oversample, std::min(m, n));
+}
+
+// The Gaussian test matrix for m x n matrices: column-major min(m, n) x sketch_width. One sketch
+// serves a whole batch, so a matrix gets the same result alone as inside any batch.
+template <class T>
+std::vector<T> gaussian_sketch(std::size_t m, std::size_t n, const RsvdParams& p) {
+  std::vector<T> omega(std::min(m, n) * sketch_width(m, n, p));
+  fill_gaussian(omega.data(), omega.size(), p.seed);
+  return omega;
+}
+
+// a: row-major m x n; omega from gaussian_sketch. Writes u (row-major m x k), s (k) and
+// vh (row-major k x n).
+template <class T>
+void rsvd_rowmajor(const T* a, std::size_t m, std::size_t n, const RsvdParams& p, const T* omega, T* u, T* s,
+                   T* vh, RsvdWorkspace<T>& ws) {
+  // Column-major view: the n x m matrix A_cm = a^T, leading dimension n. M is its tall
+  // orientation: A_cm itself when n >= m, else A_cm^T (which is a).
+  const bool t = n < m;
+  const std::size_t short_side = std::min(m, n), long_side = std::max(m, n);
+  const std::size_t l = sketch_width(m, n, p);
+  const blas_int bs = to_blas_int(short_side, "columns"), bl = to_blas_int(long_side, "rows");
+  const blas_int bk = static_cast<blas_int>(p.k), bsk = static_cast<blas_int>(l);
+  const blas_int lda = static_cast<blas_int>(n);
+
+  ws.y.resize(long_side * l);
+  ws.z.resize(short_side * l);
+  ws.ub.resize(short_side * l);
+  ws.vbt.resize(l * l);
+  ws.s.resize(l);
+
+  // Y = M Omega, then alternate Z = M^T Y and Y = M Z, orthonormalising each.
+  gemm(t, false, bl, bsk, bs, T(1), a, lda, omega, bs, T(0), ws.y.data(), bl);
+  orthonormalize(ws.y.data(), bl, bsk, bl, ws.orth);
+  for (std::size_t it = 0; it < p.power_iters; ++it) {
+    gemm(!t, false, bs, bsk, bl, T(1), a, lda, ws.y.data(), bl, T(0), ws.z.data(), bs);
+    orthonormalize(ws.z.data(), bs, bsk, bs, ws.orth);
+    gemm(t, false, bl, bsk, bs, T(1), a, lda, ws.z.data(), bs, T(0), ws.y.data(), bl);
+    orthonormalize(ws.y.data(), bl, bsk, bl, ws.orth);
+  }
+
+  // B^T = M^T Y (short x l); its SVD Ub S Vbt gives M ~ Y B = (Y Vbt^T) S Ub^T.
+  gemm(!t, false, bs, bsk, bl, T(1), a, lda, ws.y.data(), bl, T(0), ws.z.data(), bs);
+  check_lapack(gesdd(bs, bsk, ws.z.data(), bs, ws.s.data(), ws.ub.data(), bs, ws.vbt.data(), bsk), "gesdd");
+  std::copy(ws.s.begin(), ws.s.begin() + static_cast<std::ptrdiff_t>(p.k), s);
+
+  if (!t) {
+    // M = a^T: row-major u (stored as column-major k x m) is the transpose of Ub's first k
+    // columns; row-major vh (column-major n x k) is Y Vbt^T restricted to k columns.
+    for (std::size_t i = 0; i < m; ++i)
+      for (std::size_t j = 0; j < p.k; ++j) u[j + i * p.k] = ws.ub[i + j * m];
+    gemm(false, true, bl, bk, bsk, T(1), ws.y.data(), bl, ws.vbt.data(), bsk, T(0), vh, bl);
+  } else {
+    // M = a: row-major u (column-major k x m) is the first k rows of (Y Vbt^T)^T = Vbt Y^T;
+    // row-major vh (column-major n x k) is Ub's first k columns.
+    gemm(false, true, bk, bl, bsk, T(1), ws.vbt.data(), bsk, ws.y.data(), bl, T(0), u, bk);
+    std::copy(ws.ub.begin(), ws.ub.begin() + static_cast<std::ptrdiff_t>(n * p.k), vh);
+  }
+}
+
+}  // namespace vsfast

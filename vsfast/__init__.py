@@ -1,0 +1,28 @@
+"""vsfast: the vector-space view of neural-network layers, fast.
+
+Every layer is a linear map between signal spaces. Its SVD gives four spaces (signal, signal
+output, rejected signal, rejected signal output); inputs split into what a layer keeps and what it
+rejects; pseudoinverses and inverse activations, chained backwards, compute inputs that produce
+chosen outputs. The heavy work runs in a compiled core (``vsfast._core``).
+"""
+
+from .linalg import (
+    Chain,
+    LinAlgError,
+    RangeWarning,
+    Reconstruction,
+    Spaces,
+    pinv,
+    project,
+    reconstruct,
+    rsvd,
+    spaces,
+    svd,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Chain", "LinAlgError", "RangeWarning", "Reconstruction", "Spaces",
+    "pinv", "project", "reconstruct", "rsvd", "spaces", "svd",
+]

@@ -1,0 +1,389 @@
+"""Linear algebra on layers: SVDs, the four fundamental subspaces, projections, pseudoinverses
+and the chained reconstruction of inputs from outputs.
+
+Every function validates and converts its arguments, then hands the work to the compiled core
+(``vsfast._core``), which releases the GIL. Vectors are rows and batches come first, as in numpy
+and torch; results have the kind (numpy array or torch tensor) and dtype of the main argument.
+"""
+
+from __future__ import annotations
+
+import warnings
+from functools import cached_property
+from typing import Any, NamedTuple, Sequence
+
+import numpy as np
+
+from . import _core
+from ._arrays import as_core_array, check_int, check_tolerance
+
+__all__ = [
+    "rsvd", "svd", "Spaces", "spaces", "project", "pinv", "Chain", "Reconstruction",
+    "reconstruct", "RangeWarning", "LinAlgError",
+]
+
+LinAlgError = _core.LinAlgError
+
+# Below this many singular triplets per matrix dimension, "auto" switches to the randomized SVD.
+_RANDOMIZED_FRACTION = 0.25
+_SEED_LIMIT = 2**64 - 1
+
+
+class RangeWarning(RuntimeWarning):
+    """Targets fell outside an activation's range and were clamped into it."""
+
+
+def _matrix(A: Any, name: str = "A"):
+    return as_core_array(A, name, ndims=(2, 3))
+
+
+def rsvd(A: Any, k: int, *, oversample: int = 10, power_iters: int = 2, seed: int = 0):
+    """Truncated SVD by randomized range finding: ``A ~ U @ diag(S) @ Vh``.
+
+    Halko, Martinsson & Tropp (SIAM Review, 2011): a Gaussian sketch with ``k + oversample``
+    columns captures A's dominant range; each power iteration raises the spectrum to a higher
+    power (error ~ (sigma_{k+1}/sigma_k)^(2q+1) for q iterations), with re-orthonormalisation at
+    every half-step so that float32 keeps its accuracy. The small projected matrix then gets an
+    exact SVD. For slowly decaying spectra raise ``power_iters``; ``oversample`` of 5-10 is
+    usually enough.
+
+    Parameters
+    ----------
+    A : (m, n) or (batch, m, n) float32/float64 array or CPU tensor
+    k : number of singular triplets, 1 <= k <= min(m, n)
+    oversample : extra sketch columns (clipped so the sketch has at most min(m, n) columns)
+    power_iters : power iterations
+    seed : the sketch's seed; the same seed gives the same result on any thread count, and a
+        matrix gets the same result alone as inside a batch.
+
+    Returns
+    -------
+    U (m, k), S (k,), Vh (k, n), batched like A, singular values in descending order.
+    """
+    a, wrap = _matrix(A)
+    k = check_int(k, "k", low=1, high=min(a.shape[-2:]))
+    oversample = check_int(oversample, "oversample", low=0)
+    power_iters = check_int(power_iters, "power_iters", low=0)
+    seed = check_int(seed, "seed", low=0, high=_SEED_LIMIT)
+    u, s, vh = _core.rsvd(a, k, oversample, power_iters, seed)
+    return wrap(u), wrap(s), wrap(vh)
+
+
+def svd(A: Any):
+    """Exact thin SVD (LAPACK gesdd): ``A = U @ diag(S) @ Vh`` with U (m, q), S (q,), Vh (q, n),
+    q = min(m, n); batched like A."""
+    a, wrap = _matrix(A)
+    u, s, vh = _core.svd(a)
+    return wrap(u), wrap(s), wrap(vh)
+
+
+class Spaces:
+    """The four fundamental subspaces of a layer's weight W (m x n, output x input).
+
+    Bases are matrices whose columns are orthonormal:
+
+    ==================  ===================  ============  =======================
+    paper's name        linear algebra       shape         alias
+    ==================  ===================  ============  =======================
+    ``signal``          row space            n x r         ``row_space``
+    ``signal_out``      column space         m x r         ``column_space``
+    ``rejected``        null space           n x (n - r)   ``null_space``
+    ``rejected_out``    left null space      m x (m - r)   ``left_null_space``
+    ==================  ===================  ============  =======================
+
+    The rejected bases are built on first access only: projecting onto them never needs them
+    (:func:`project` returns the residual). With a randomized or truncated decomposition (``k``
+    given), the signal spaces are those of the top-k part and the rejected spaces their
+    complements.
+    """
+
+    def __init__(self, u: np.ndarray, s: np.ndarray, vh: np.ndarray, rank: int, shape: tuple[int, int],
+                 method: str, wrap):
+        self._u, self._s, self._vh = u, s, vh
+        self.rank = int(rank)
+        self.shape = shape
+        self.method = method
+        self._wrap = wrap
+
+    def __repr__(self) -> str:
+        m, n = self.shape
+        return (f"Spaces(shape=({m}, {n}), rank={self.rank}, condition_number={self.condition_number:.3g}, "
+                f"method={self.method!r}, dtype={self._s.dtype})")
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._s.dtype
+
+    @property
+    def singular_values(self):
+        """All computed singular values, descending (min(m, n) of them, or k)."""
+        return self._wrap(self._s)
+
+    @property
+    def nullity(self) -> int:
+        """Dimension of the null space: n - rank."""
+        return self.shape[1] - self.rank
+
+    @property
+    def condition_number(self) -> float:
+        """sigma_1 / sigma_r of the retained part; inf when the rank is 0."""
+        return float(self._s[0] / self._s[self.rank - 1]) if self.rank else float("inf")
+
+    @property
+    def energy_kept(self) -> float:
+        """Fraction of W's squared Frobenius norm in the retained singular values (of those
+        computed)."""
+        total = float(np.sum(self._s.astype(np.float64) ** 2))
+        return float(np.sum(self._s[: self.rank].astype(np.float64) ** 2) / total) if total else 0.0
+
+    @property
+    def signal_rows(self) -> np.ndarray:
+        """The signal basis as r orthonormal rows (r x n), C-contiguous numpy: the form the core
+        projects with."""
+        return self._vh[: self.rank]
+
+    @property
+    def signal_out_rows(self) -> np.ndarray:
+        return np.ascontiguousarray(self._u[:, : self.rank].T)
+
+    @property
+    def signal(self):
+        return self._wrap(self.signal_rows.T)
+
+    @property
+    def signal_out(self):
+        return self._wrap(self._u[:, : self.rank])
+
+    @cached_property
+    def _rejected_rows(self) -> np.ndarray:
+        return _core.complement(self.signal_rows, self.shape[1])
+
+    @cached_property
+    def _rejected_out_rows(self) -> np.ndarray:
+        return _core.complement(self.signal_out_rows, self.shape[0])
+
+    @property
+    def rejected(self):
+        return self._wrap(self._rejected_rows.T)
+
+    @property
+    def rejected_out(self):
+        return self._wrap(self._rejected_out_rows.T)
+
+    row_space = signal
+    column_space = signal_out
+    null_space = rejected
+    left_null_space = rejected_out
+
+
+def _choose_method(method: str, k: int | None, m: int, n: int) -> str:
+    if method not in ("auto", "exact", "randomized"):
+        raise ValueError(f"method: expected 'auto', 'exact' or 'randomized', got {method!r}")
+    if method == "randomized" and k is None:
+        raise ValueError("method='randomized' needs k, the number of singular triplets to compute")
+    if method == "auto":
+        return "randomized" if k is not None and k + 10 <= _RANDOMIZED_FRACTION * min(m, n) else "exact"
+    return method
+
+
+def spaces(W: Any, *, k: int | None = None, rtol: float | None = None, atol: float | None = None,
+           method: str = "auto", oversample: int = 10, power_iters: int = 2, seed: int = 0):
+    """The four fundamental subspaces of W (m x n), or of each matrix of a batch (b x m x n).
+
+    Parameters
+    ----------
+    W : the weight, output x input, float32/float64 array or CPU tensor.
+    k : compute only the top-k singular triplets (default: all).
+    rtol, atol : rank tolerance, singular values above ``max(atol, rtol * sigma_1)`` count.
+        By default rtol = max(m, n) * eps of the dtype (numpy's matrix_rank); with only atol
+        given, rtol = 0.
+    method : "exact" (LAPACK gesdd), "randomized" (:func:`rsvd`, needs k) or "auto"
+        (randomized when k is well below min(m, n), else exact).
+    oversample, power_iters, seed : passed to :func:`rsvd` when it is used.
+
+    Returns
+    -------
+    Spaces for a 2-D W; a list of Spaces, one per matrix, for a batch.
+    """
+    w, wrap = _matrix(W, "W")
+    m, n = w.shape[-2:]
+    if k is not None:
+        k = check_int(k, "k", low=1, high=min(m, n))
+    rtol, atol = check_tolerance(rtol, "rtol"), check_tolerance(atol, "atol")
+    chosen = _choose_method(method, k, m, n)
+    if chosen == "randomized":
+        u, s, vh = _core.rsvd(w, k, check_int(oversample, "oversample", low=0),
+                              check_int(power_iters, "power_iters", low=0),
+                              check_int(seed, "seed", low=0, high=_SEED_LIMIT))
+    else:
+        u, s, vh = _core.svd(w)
+        if k is not None:
+            u, s, vh = u[..., :k], s[..., :k], vh[..., :k, :]
+    ranks = _core.rank(np.ascontiguousarray(s), m, n, rtol, atol)
+    if w.ndim == 2:
+        return Spaces(u, s, vh, ranks, (m, n), chosen, wrap)
+    return [Spaces(u[i], s[i], vh[i], ranks[i], (m, n), chosen, wrap) for i in range(w.shape[0])]
+
+
+def project(X: Any, basis: Spaces | Any, *, side: str = "input"):
+    """Split X into the part a subspace keeps and the part it rejects, in one pass:
+    ``signal = X V V^T`` and ``residual = X - signal``.
+
+    Parameters
+    ----------
+    X : (..., d) inputs as rows, float32/float64 array or CPU tensor.
+    basis : a :class:`Spaces` (its signal space, d = n; or with ``side="output"`` its signal
+        output space, d = m), or a (d, r) matrix with orthonormal columns.
+    side : "input" or "output", for a Spaces basis.
+
+    Returns
+    -------
+    (signal, residual), each shaped like X, of X's kind and dtype. For a layer's Spaces the
+    residual is X's component in the rejected space: the layer maps it to (nearly) zero.
+    """
+    x, wrap = as_core_array(X, "X", ndims=tuple(range(1, 33)))
+    if isinstance(basis, Spaces):
+        if side not in ("input", "output"):
+            raise ValueError(f"side: expected 'input' or 'output', got {side!r}")
+        rows = basis.signal_rows if side == "input" else basis.signal_out_rows
+    else:
+        cols, _ = as_core_array(basis, "basis", ndims=(2,), dtype=x.dtype)
+        rows = cols.T
+    if rows.shape[1] != x.shape[-1]:
+        raise ValueError(f"X: expected a last dimension of {rows.shape[1]} (the basis vectors' length), "
+                         f"got shape {x.shape}")
+    rows = np.ascontiguousarray(rows, dtype=x.dtype)
+    signal, residual = _core.project(x.reshape(-1, x.shape[-1]), rows)
+    return wrap(signal.reshape(x.shape)), wrap(residual.reshape(x.shape))
+
+
+def pinv(W: Any, *, rtol: float | None = None, atol: float | None = None):
+    """Moore-Penrose pseudoinverse through the SVD: ``W+ = V_r diag(1/sigma) U_r^T`` (n x m), with
+    the rank chosen as in :func:`spaces`; batched like W."""
+    w, wrap = _matrix(W, "W")
+    p, _ = _core.pinv(w, check_tolerance(rtol, "rtol"), check_tolerance(atol, "atol"))
+    return wrap(p)
+
+
+# --- chained reconstruction --------------------------------------------------------------------
+
+_DEFAULT_PARAMS = {"identity": 0.0, "selu": 0.0, "tanh": 0.0, "sigmoid": 0.0, "elu": 1.0, "leaky_relu": 0.01}
+
+
+def _activation(spec: Any, index: int) -> tuple[str, float]:
+    """An activation given as a name, a (name, parameter) pair or None (identity)."""
+    if spec is None:
+        return "identity", 0.0
+    if isinstance(spec, str):
+        name, param = spec, None
+    elif isinstance(spec, (tuple, list)) and len(spec) == 2 and isinstance(spec[0], str):
+        name, param = spec
+    else:
+        raise TypeError(f"layers[{index}]: expected an activation name or a (name, parameter) pair, got {spec!r}")
+    name = name.lower()
+    if name not in _DEFAULT_PARAMS:
+        raise ValueError(f"layers[{index}]: unknown activation {name!r}; expected one of {sorted(_DEFAULT_PARAMS)}")
+    if param is None:
+        return name, _DEFAULT_PARAMS[name]
+    if name not in ("elu", "leaky_relu"):
+        raise ValueError(f"layers[{index}]: activation {name!r} takes no parameter, got {param!r}")
+    return name, float(check_tolerance(param, f"layers[{index}] parameter"))
+
+
+class Reconstruction(NamedTuple):
+    """Inputs computed from targets, and per layer (in forward order) how many target entries
+    lay outside that layer's activation range and were clamped into it."""
+
+    inputs: Any
+    clamped: tuple[int, ...]
+
+
+class Chain:
+    """A network of layers ``h = act(h @ W.T + b)`` with every factor for going backwards
+    precomputed: build it once, then :meth:`reconstruct` any number of targets at the cost of one
+    matrix product per layer.
+
+    Parameters
+    ----------
+    layers : sequence of ``(W, b, activation)``: W (m x n) of the layer, b (m,) or None, and the
+        activation applied after it: ``"identity"``, ``"selu"``, ``"elu"``, ``"tanh"``,
+        ``"sigmoid"``, ``"leaky_relu"`` (torch's default parameters) or a ``(name, parameter)``
+        pair such as ``("leaky_relu", 0.2)``; None means identity.
+    dtype : float32 or float64 (default: the first weight's).
+    rtol, atol : rank tolerance of each layer's pseudoinverse, as in :func:`spaces`.
+    """
+
+    def __init__(self, layers: Sequence[Any], *, dtype: Any = None, rtol: float | None = None,
+                 atol: float | None = None):
+        if isinstance(layers, (str, bytes)) or not isinstance(layers, Sequence) or not layers:
+            raise TypeError("layers: expected a non-empty sequence of (W, b, activation) triples")
+        specs = []
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, (tuple, list)) or len(layer) != 3:
+                raise TypeError(f"layers[{i}]: expected a (W, b, activation) triple, got {type(layer).__name__}")
+            w, _ = as_core_array(layer[0], f"layers[{i}].weight", ndims=(2,), dtype=dtype)
+            if i == 0:
+                dtype = w.dtype
+            b = None if layer[1] is None else as_core_array(layer[1], f"layers[{i}].bias", ndims=(1,),
+                                                            dtype=dtype)[0]
+            specs.append((w, b, *_activation(layer[2], i)))
+        self.dtype = np.dtype(dtype)
+        self.activations = tuple((name, param) for _, _, name, param in specs)
+        core_class = _core.ChainF32 if self.dtype == np.float32 else _core.ChainF64
+        self._chain = core_class(specs, check_tolerance(rtol, "rtol"), check_tolerance(atol, "atol"))
+
+    @property
+    def ranks(self) -> tuple[int, ...]:
+        return tuple(self._chain.ranks)
+
+    @property
+    def input_dim(self) -> int:
+        return self._chain.input_dim
+
+    @property
+    def output_dim(self) -> int:
+        return self._chain.output_dim
+
+    def _rows(self, X: Any, name: str, width: int):
+        x, wrap = as_core_array(X, name, ndims=(1, 2))
+        if x.dtype != self.dtype:
+            raise TypeError(f"{name}: expected the chain's dtype {self.dtype}, got {x.dtype}")
+        if x.shape[-1] != width:
+            raise ValueError(f"{name}: expected rows of {width} values, got shape {x.shape}")
+        return x.reshape(-1, width), wrap, x.ndim == 1
+
+    def reconstruct(self, Y: Any, *, reference: Any = None) -> Reconstruction:
+        """Inputs X (N x n_0) whose outputs are Y (N x m_L): backwards through every layer,
+        invert the activation, subtract the bias and apply W^+.
+
+        Without a reference the answer is the minimum-norm one. A ``reference`` (one input, or
+        one per target) adds its component in the first layer's rejected space, which the
+        network cannot see: the outputs stay the same while the inputs resemble the reference.
+        Targets outside an activation's range are clamped into it (with a relative margin of
+        sqrt(eps)), counted per layer and reported with a :class:`RangeWarning`.
+        """
+        y, wrap, single = self._rows(Y, "Y", self.output_dim)
+        ref = None if reference is None else self._rows(reference, "reference", self.input_dim)[0]
+        x, clamped = self._chain.reconstruct(y, ref)
+        clamped = tuple(int(c) for c in clamped)
+        if any(clamped):
+            where = ", ".join(f"layer {i}: {c}" for i, c in enumerate(clamped) if c)
+            warnings.warn(f"targets outside the activation range were clamped ({where})", RangeWarning,
+                          stacklevel=2)
+        return Reconstruction(wrap(x[0] if single else x), clamped)
+
+    def forward(self, X: Any):
+        """The chain's outputs for inputs X (N x n_0)."""
+        x, wrap, single = self._rows(X, "X", self.input_dim)
+        y = self._chain.forward(x)
+        return wrap(y[0] if single else y)
+
+
+def reconstruct(layers: Sequence[Any], Y: Any, *, reference: Any = None, rtol: float | None = None,
+                atol: float | None = None) -> Reconstruction:
+    """Inputs whose outputs through ``layers`` are Y; see :class:`Chain` and
+    :meth:`Chain.reconstruct`. Computed in Y's dtype. Build a :class:`Chain` instead to reuse the
+    factors across calls."""
+    y, _ = as_core_array(Y, "Y", ndims=(1, 2))
+    chain = Chain(layers, dtype=y.dtype, rtol=rtol, atol=atol)
+    return chain.reconstruct(Y, reference=reference)
