@@ -12,10 +12,12 @@ from .linalg import (
     RangeWarning,
     Reconstruction,
     Spaces,
+    get_num_threads,
     pinv,
     project,
     reconstruct,
     rsvd,
+    set_num_threads,
     spaces,
     svd,
 )
@@ -24,5 +26,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Chain", "LinAlgError", "RangeWarning", "Reconstruction", "Spaces",
-    "pinv", "project", "reconstruct", "rsvd", "spaces", "svd",
+    "get_num_threads", "pinv", "project", "reconstruct", "rsvd", "set_num_threads", "spaces", "svd",
 ]

@@ -19,10 +19,20 @@ from ._arrays import as_core_array, check_int, check_tolerance
 
 __all__ = [
     "rsvd", "svd", "Spaces", "spaces", "project", "pinv", "Chain", "Reconstruction",
-    "reconstruct", "RangeWarning", "LinAlgError",
+    "reconstruct", "RangeWarning", "LinAlgError", "get_num_threads", "set_num_threads",
 ]
 
 LinAlgError = _core.LinAlgError
+
+
+def get_num_threads() -> int:
+    """Threads vsfast's kernels use (default: what OpenBLAS detects, or VSFAST_NUM_THREADS)."""
+    return _core.get_num_threads()
+
+
+def set_num_threads(threads: int) -> None:
+    """Set the threads vsfast's kernels use. Results are bitwise the same on any thread count."""
+    _core.set_num_threads(check_int(threads, "threads", low=1))
 
 # Below this many singular triplets per matrix dimension, "auto" switches to the randomized SVD.
 _RANDOMIZED_FRACTION = 0.25

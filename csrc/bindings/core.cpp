@@ -32,8 +32,13 @@ std::string shape_str(const py::array& a) {
   return s + (a.ndim() == 1 ? ",)" : ")");
 }
 
-bool is_f32(const py::array& a) { return a.dtype().is(py::dtype::of<float>()); }
-bool is_f64(const py::array& a) { return a.dtype().is(py::dtype::of<double>()); }
+// numpy's dtype equivalence (native byte order), not object identity.
+template <class T>
+bool has_dtype(const py::array& a) {
+  return py::isinstance<py::array_t<T>>(a);
+}
+bool is_f32(const py::array& a) { return has_dtype<float>(a); }
+bool is_f64(const py::array& a) { return has_dtype<double>(a); }
 
 void require_layout(const py::array& a, const char* name) {
   if (!is_f32(a) && !is_f64(a))
@@ -210,7 +215,7 @@ py::object project(const py::array& x, const py::array& basis) {
   if (basis.ndim() != 2 || static_cast<std::size_t>(basis.shape(1)) != xs.cols)
     throw std::invalid_argument("basis: expected r x " + std::to_string(xs.cols) + " orthonormal rows, got shape " +
                                 shape_str(basis));
-  if (!basis.dtype().is(x.dtype()))
+  if (is_f32(basis) != is_f32(x))
     throw py::type_error("basis: expected the dtype of X, " + py::str(x.dtype()).cast<std::string>() + ", got " +
                          py::str(basis.dtype()).cast<std::string>());
   const std::size_t r = basis.shape(0);
@@ -262,7 +267,7 @@ LayerSpec<T> layer_spec(std::size_t index, const py::array& w, const py::object&
                         double param) {
   const std::string wname = "layers[" + std::to_string(index) + "].weight";
   const MatrixShape s = matrix_shape(w, wname.c_str(), false);
-  if (!w.dtype().is(py::dtype::of<T>()))
+  if (!has_dtype<T>(w))
     throw py::type_error(wname + ": expected dtype " + py::str(py::dtype::of<T>()).cast<std::string>());
   LayerSpec<T> spec;
   spec.m = s.rows;
@@ -273,7 +278,7 @@ LayerSpec<T> layer_spec(std::size_t index, const py::array& w, const py::object&
     const std::string bname = "layers[" + std::to_string(index) + "].bias";
     const auto bias = b.cast<py::array>();
     require_layout(bias, bname.c_str());
-    if (!bias.dtype().is(py::dtype::of<T>()) || bias.ndim() != 1 || static_cast<std::size_t>(bias.shape(0)) != s.rows)
+    if (!has_dtype<T>(bias) || bias.ndim() != 1 || static_cast<std::size_t>(bias.shape(0)) != s.rows)
       throw std::invalid_argument(bname + ": expected " + std::to_string(s.rows) + " values of the weight's dtype, got shape " +
                                   shape_str(bias));
     spec.bias.assign(cdata<T>(bias), cdata<T>(bias) + s.rows);
@@ -308,7 +313,7 @@ void bind_chain(py::module_& m, const char* name) {
           "reconstruct",
           [](const C& chain, const py::array& y, const py::object& reference) {
             const MatrixShape s = matrix_shape(y, "Y", false);
-            if (!y.dtype().is(py::dtype::of<T>())) throw py::type_error("Y: expected the chain's dtype");
+            if (!has_dtype<T>(y)) throw py::type_error("Y: expected the chain's dtype");
             if (s.cols != chain.output_dim())
               throw std::invalid_argument("Y: expected " + std::to_string(chain.output_dim()) +
                                           " columns (the chain's output size), got shape " + shape_str(y));
@@ -318,7 +323,7 @@ void bind_chain(py::module_& m, const char* name) {
             if (!reference.is_none()) {
               ref = reference.cast<py::array>();
               const MatrixShape rs = matrix_shape(ref, "reference", false);
-              if (!ref.dtype().is(py::dtype::of<T>())) throw py::type_error("reference: expected the chain's dtype");
+              if (!has_dtype<T>(ref)) throw py::type_error("reference: expected the chain's dtype");
               if (rs.cols != chain.input_dim() || (rs.rows != 1 && rs.rows != s.rows))
                 throw std::invalid_argument("reference: expected 1 or " + std::to_string(s.rows) + " rows of " +
                                             std::to_string(chain.input_dim()) + " values, got shape " + shape_str(ref));
@@ -342,7 +347,7 @@ void bind_chain(py::module_& m, const char* name) {
           "forward",
           [](const C& chain, const py::array& x) {
             const MatrixShape s = matrix_shape(x, "X", false);
-            if (!x.dtype().is(py::dtype::of<T>())) throw py::type_error("X: expected the chain's dtype");
+            if (!has_dtype<T>(x)) throw py::type_error("X: expected the chain's dtype");
             if (s.cols != chain.input_dim())
               throw std::invalid_argument("X: expected " + std::to_string(chain.input_dim()) +
                                           " columns (the chain's input size), got shape " + shape_str(x));
@@ -372,7 +377,10 @@ PYBIND11_MODULE(_core, m) {
   m.def("complement", &complement, py::arg("basis"), py::arg("n"));
   m.def("project", &project, py::arg("X"), py::arg("basis"));
   m.def("pinv", &pinv, py::arg("A"), py::arg("rtol") = py::none(), py::arg("atol") = py::none());
-  m.def("blas_threads", &available_threads);
+  init_threads();
+  m.def("get_num_threads", &num_threads, "Threads vsfast's kernels use.");
+  m.def("set_num_threads", &set_num_threads, py::arg("threads"),
+        "Set the threads vsfast's kernels use; results do not depend on it.");
   bind_chain<float>(m, "ChainF32");
   bind_chain<double>(m, "ChainF64");
 }

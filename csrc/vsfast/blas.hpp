@@ -36,12 +36,13 @@ inline void check_lapack(lapack_int info, const char* routine) {
 
 inline CBLAS_TRANSPOSE trans(bool t) { return t ? CblasTrans : CblasNoTrans; }
 
-// C (m x n) = alpha * op(A) * op(B) + beta * C, column-major.
-inline void gemm(bool ta, bool tb, blas_int m, blas_int n, blas_int k, float alpha, const float* a,
+// C (m x n) = alpha * op(A) * op(B) + beta * C, column-major. Callers use the blocked gemm of
+// parallel.hpp, which makes results independent of the thread count.
+inline void blas_gemm(bool ta, bool tb, blas_int m, blas_int n, blas_int k, float alpha, const float* a,
                  blas_int lda, const float* b, blas_int ldb, float beta, float* c, blas_int ldc) {
   scipy_cblas_sgemm(CblasColMajor, trans(ta), trans(tb), m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
-inline void gemm(bool ta, bool tb, blas_int m, blas_int n, blas_int k, double alpha, const double* a,
+inline void blas_gemm(bool ta, bool tb, blas_int m, blas_int n, blas_int k, double alpha, const double* a,
                  blas_int lda, const double* b, blas_int ldb, double beta, double* c, blas_int ldc) {
   scipy_cblas_dgemm(CblasColMajor, trans(ta), trans(tb), m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
@@ -98,10 +99,10 @@ inline lapack_int potrf_upper(blas_int n, double* a, blas_int lda) {
 }
 
 // b (m x n) <- b r^-1 for the upper-triangular n x n r.
-inline void trsm_right_upper(blas_int m, blas_int n, const float* r, blas_int ldr, float* b, blas_int ldb) {
+inline void blas_trsm_right_upper(blas_int m, blas_int n, const float* r, blas_int ldr, float* b, blas_int ldb) {
   scipy_cblas_strsm(CblasColMajor, CblasRight, CblasUpper, CblasNoTrans, CblasNonUnit, m, n, 1.0f, r, ldr, b, ldb);
 }
-inline void trsm_right_upper(blas_int m, blas_int n, const double* r, blas_int ldr, double* b, blas_int ldb) {
+inline void blas_trsm_right_upper(blas_int m, blas_int n, const double* r, blas_int ldr, double* b, blas_int ldb) {
   scipy_cblas_dtrsm(CblasColMajor, CblasRight, CblasUpper, CblasNoTrans, CblasNonUnit, m, n, 1.0, r, ldr, b, ldb);
 }
 

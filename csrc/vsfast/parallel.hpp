@@ -1,5 +1,8 @@
-// Batch-level parallelism: a stack of independent problems spread over threads, each thread
-// making single-threaded BLAS calls, when that beats threading inside each BLAS call.
+// vsfast's own threading. OpenBLAS runs single-threaded and every parallel loop splits its work
+// into blocks whose boundaries do not depend on the thread count, so results are bitwise the same
+// on any number of threads (OpenBLAS's own threading is not: its level-2 kernels split
+// reductions by thread). Blocks are handed out dynamically, which also keeps a loaded machine
+// from stalling a whole call on one slow thread.
 #pragma once
 
 #include "blas.hpp"
@@ -7,70 +10,51 @@
 #include <algorithm>
 #include <atomic>
 #include <cstddef>
+#include <cstdlib>
 #include <exception>
-#include <mutex>
 #include <thread>
 #include <vector>
 
 namespace vsfast {
 
-// While any batch runs on our own threads, OpenBLAS is set to one thread (its thread count is
-// process-wide: this OpenBLAS has no per-thread setting), and the previous count is restored when
-// the last such batch ends. Results do not depend on BLAS's thread count, only speed does.
-class SerialBlasScope {
- public:
-  SerialBlasScope() {
-    std::lock_guard<std::mutex> lock(mutex());
-    if (state().depth++ == 0) {
-      state().saved = blas_threads();
-      set_blas_threads(1);
-    }
-  }
-  ~SerialBlasScope() {
-    std::lock_guard<std::mutex> lock(mutex());
-    if (--state().depth == 0) set_blas_threads(state().saved);
-  }
-  SerialBlasScope(const SerialBlasScope&) = delete;
-  SerialBlasScope& operator=(const SerialBlasScope&) = delete;
+namespace detail {
+inline std::atomic<int>& thread_count() {
+  static std::atomic<int> count{1};
+  return count;
+}
+inline bool& inside_parallel_region() {
+  thread_local bool inside = false;
+  return inside;
+}
+}  // namespace detail
 
-  // The thread count a call may use: OpenBLAS's own (it honours OPENBLAS_NUM_THREADS and the
-  // CPU affinity), or the one saved while a batch has set it to one.
-  static int configured_threads() {
-    std::lock_guard<std::mutex> lock(mutex());
-    return state().depth > 0 ? state().saved : blas_threads();
-  }
+inline int num_threads() { return detail::thread_count().load(); }
 
- private:
-  struct State {
-    int depth = 0, saved = 1;
-  };
-  static std::mutex& mutex() {
-    static std::mutex m;
-    return m;
-  }
-  static State& state() {
-    static State s;
-    return s;
-  }
-};
-
-inline int available_threads() { return std::max(1, SerialBlasScope::configured_threads()); }
-
-// Spread a batch over threads only when every thread gets whole items: a batch smaller than the
-// thread count, or one that leaves a thread idle for a round, runs faster with threaded BLAS.
-inline int batch_workers(std::size_t count) {
-  const std::size_t threads = static_cast<std::size_t>(available_threads());
-  if (count < 2 || threads < 2) return 1;
-  if (count >= 2 * threads || count % threads == 0) return static_cast<int>(std::min(count, threads));
-  return 1;
+inline void set_num_threads(int n) {
+  if (n < 1) throw std::invalid_argument("threads: expected >= 1, got " + std::to_string(n));
+  detail::thread_count() = n;
 }
 
-// Call fn(i) for every i in [0, count) on `workers` threads. Items are handed out by an atomic
-// counter; each item's result depends only on i, so the outcome is the same on any thread count.
-// The first exception thrown by any item is rethrown in the caller once all threads have stopped.
+// Called once at import: the default thread count is what OpenBLAS detected (it honours
+// OPENBLAS_NUM_THREADS and the CPU affinity) unless VSFAST_NUM_THREADS says otherwise; OpenBLAS
+// itself is then set to one thread.
+inline void init_threads() {
+  int n = std::max(1, blas_threads());
+  if (const char* env = std::getenv("VSFAST_NUM_THREADS")) {
+    const int requested = std::atoi(env);
+    if (requested > 0) n = requested;
+  }
+  set_num_threads(n);
+  set_blas_threads(1);
+}
+
+// Call fn(i) for every i in [0, count), on up to `workers` threads. Nested calls run serially.
+// The first exception thrown by any item is rethrown here once all threads have stopped.
 template <class Fn>
 void parallel_for(std::size_t count, int workers, Fn&& fn) {
-  if (workers <= 1 || count <= 1) {
+  if (detail::inside_parallel_region()) workers = 1;
+  workers = static_cast<int>(std::min<std::size_t>(count, static_cast<std::size_t>(std::max(workers, 1))));
+  if (workers <= 1) {
     for (std::size_t i = 0; i < count; ++i) fn(i);
     return;
   }
@@ -78,13 +62,14 @@ void parallel_for(std::size_t count, int workers, Fn&& fn) {
   std::atomic<bool> failed{false};
   std::exception_ptr error;
   auto run = [&] {
+    detail::inside_parallel_region() = true;
     try {
       for (std::size_t i; !failed.load() && (i = next.fetch_add(1)) < count;) fn(i);
     } catch (...) {
       if (!failed.exchange(true)) error = std::current_exception();
     }
+    detail::inside_parallel_region() = false;
   };
-  SerialBlasScope serial_blas;
   std::vector<std::thread> pool;
   pool.reserve(static_cast<std::size_t>(workers - 1));
   try {
@@ -99,16 +84,83 @@ void parallel_for(std::size_t count, int workers, Fn&& fn) {
   if (error) std::rethrow_exception(error);
 }
 
-// Elementwise work over `rows` rows in chunks; threads only pay off for a large amount of work.
+// Workers for `flops` of work in `blocks` blocks: below a few million flops threads cost more
+// than they save.
+inline int workers_for(double flops, std::size_t blocks) {
+  constexpr double min_parallel_flops = 4e6;
+  if (flops < min_parallel_flops) return 1;
+  return static_cast<int>(std::min<std::size_t>(blocks, static_cast<std::size_t>(num_threads())));
+}
+
+// Spread a batch over threads when every thread gets whole items; otherwise process the items in
+// turn and let each one use the threads.
+inline int batch_workers(std::size_t count) {
+  const std::size_t threads = static_cast<std::size_t>(num_threads());
+  if (count >= 2 * threads || count % threads == 0) return static_cast<int>(std::min(count, threads));
+  return 1;
+}
+
+// Rows (or columns) per block of the blocked kernels below: large enough for BLAS to run at full
+// speed on a block, small enough to balance a few threads.
+constexpr std::size_t kBlock = 256;
+
+inline std::size_t block_count(std::size_t extent) { return (extent + kBlock - 1) / kBlock; }
+
+// Column-major C (m x n) = alpha op(A) op(B) + beta C, split into blocks along the longer of
+// C's dimensions. The reduction over k is never split.
+template <class T>
+void gemm(bool ta, bool tb, blas_int m, blas_int n, blas_int k, T alpha, const T* a, blas_int lda, const T* b,
+          blas_int ldb, T beta, T* c, blas_int ldc) {
+  const bool by_rows = m >= n;
+  const std::size_t extent = static_cast<std::size_t>(by_rows ? m : n), blocks = block_count(extent);
+  const double flops = 2.0 * m * n * k;
+  parallel_for(blocks, workers_for(flops, blocks), [&](std::size_t i) {
+    const std::size_t begin = i * kBlock;
+    const blas_int len = static_cast<blas_int>(std::min(kBlock, extent - begin));
+    if (by_rows)  // rows of op(A) and C
+      blas_gemm(ta, tb, len, n, k, alpha, ta ? a + begin * lda : a + begin, lda, b, ldb, beta, c + begin, ldc);
+    else  // columns of op(B) and C
+      blas_gemm(ta, tb, m, len, k, alpha, a, lda, tb ? b + begin : b + begin * ldb, ldb, beta, c + begin * ldc,
+                ldc);
+  });
+}
+
+// b (m x n, column-major) <- b r^-1 for the upper-triangular n x n r, in blocks of rows.
+template <class T>
+void trsm_right_upper(blas_int m, blas_int n, const T* r, blas_int ldr, T* b, blas_int ldb) {
+  const std::size_t blocks = block_count(static_cast<std::size_t>(m));
+  parallel_for(blocks, workers_for(1.0 * m * n * n, blocks), [&](std::size_t i) {
+    const std::size_t begin = i * kBlock;
+    const blas_int len = static_cast<blas_int>(std::min(kBlock, static_cast<std::size_t>(m) - begin));
+    blas_trsm_right_upper(len, n, r, ldr, b + begin, ldb);
+  });
+}
+
+// c (n x n, upper triangle) = a^T a for the column-major m x n matrix a: partial Gram matrices of
+// fixed row chunks, computed in parallel and summed in chunk order.
+template <class T>
+void gram(blas_int m, blas_int n, const T* a, blas_int lda, T* c) {
+  constexpr std::size_t chunk = 8 * kBlock;
+  const std::size_t chunks = (static_cast<std::size_t>(m) + chunk - 1) / chunk, nn = static_cast<std::size_t>(n) * n;
+  std::vector<T> partial((chunks - 1) * nn);
+  parallel_for(chunks, workers_for(1.0 * m * n * n, chunks), [&](std::size_t i) {
+    const std::size_t begin = i * chunk;
+    const blas_int len = static_cast<blas_int>(std::min(chunk, static_cast<std::size_t>(m) - begin));
+    syrk_gram(n, len, a + begin, lda, i == 0 ? c : partial.data() + (i - 1) * nn, n);
+  });
+  for (std::size_t i = 1; i < chunks; ++i)
+    for (std::size_t j = 0; j < nn; ++j) c[j] += partial[(i - 1) * nn + j];
+}
+
+// Elementwise work over `rows` rows of `row_cost` operations each, in blocks fixed by row_cost.
 template <class Fn>
 void parallel_rows(std::size_t rows, std::size_t row_cost, Fn&& fn) {
-  constexpr std::size_t min_work_per_chunk = 1 << 16;
-  const std::size_t rows_per_chunk = std::max<std::size_t>(1, min_work_per_chunk / std::max<std::size_t>(1, row_cost));
-  const std::size_t chunks = (rows + rows_per_chunk - 1) / rows_per_chunk;
-  const int workers = static_cast<int>(std::min<std::size_t>(chunks, static_cast<std::size_t>(available_threads())));
-  parallel_for(chunks, workers, [&](std::size_t c) {
-    const std::size_t begin = c * rows_per_chunk;
-    fn(begin, std::min(rows, begin + rows_per_chunk));
+  constexpr std::size_t work_per_block = 1 << 16;
+  const std::size_t per_block = std::max<std::size_t>(1, work_per_block / std::max<std::size_t>(1, row_cost));
+  const std::size_t blocks = (rows + per_block - 1) / per_block;
+  parallel_for(blocks, workers_for(10.0 * rows * row_cost, blocks), [&](std::size_t i) {
+    const std::size_t begin = i * per_block;
+    fn(begin, std::min(rows, begin + per_block));
   });
 }
 

@@ -31,10 +31,9 @@ void project_rowmajor(const T* x, std::size_t rows, std::size_t n, const T* basi
     return;
   }
   // Row blocks keep a block of X in cache between its two products and its subtraction.
-  constexpr std::size_t block = 256;
+  constexpr std::size_t block = kBlock;
   const std::size_t blocks = (rows + block - 1) / block;
-  const int workers = static_cast<int>(std::min<std::size_t>(blocks, static_cast<std::size_t>(available_threads())));
-  parallel_for(blocks, workers, [&](std::size_t b) {
+  parallel_for(blocks, workers_for(4.0 * rows * n * r, blocks), [&](std::size_t b) {
     const std::size_t begin = b * block, count = std::min(block, rows - begin);
     const blas_int bc = static_cast<blas_int>(count);
     const T* xb = x + begin * n;

@@ -7,6 +7,7 @@
 #pragma once
 
 #include "blas.hpp"
+#include "parallel.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -44,7 +45,7 @@ struct OrthWorkspace {
 template <class T>
 bool cholesky_qr_pass(T* a, blas_int m, blas_int n, blas_int lda, std::vector<T>& gram) {
   gram.resize(static_cast<std::size_t>(n) * n);
-  syrk_gram(n, m, a, lda, gram.data(), n);
+  vsfast::gram(m, n, a, lda, gram.data());
   if (potrf_upper(n, gram.data(), n) != 0) return false;
   trsm_right_upper(m, n, gram.data(), n, a, lda);
   return true;
@@ -54,7 +55,7 @@ bool cholesky_qr_pass(T* a, blas_int m, blas_int n, blas_int lda, std::vector<T>
 template <class T>
 double gram_defect(const T* a, blas_int m, blas_int n, blas_int lda, std::vector<T>& gram) {
   gram.resize(static_cast<std::size_t>(n) * n);
-  syrk_gram(n, m, a, lda, gram.data(), n);
+  vsfast::gram(m, n, a, lda, gram.data());
   double sum = 0;
   for (blas_int j = 0; j < n; ++j)
     for (blas_int i = 0; i <= j; ++i) {

@@ -1,0 +1,169 @@
+"""The chained pseudoinverse: forward(reconstruct(Y)) = Y for invertible chains."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import vsfast
+from conftest import with_spectrum
+
+SELU_L, SELU_A = 1.0507009873554805, 1.6732632423543772
+
+
+def act_forward(name: str, param: float | None, z: np.ndarray) -> np.ndarray:
+    """Reference activations in float64, as torch defines them."""
+    if name == "identity":
+        return z
+    if name == "selu":
+        return SELU_L * np.where(z > 0, z, SELU_A * np.expm1(z))
+    if name == "elu":
+        return np.where(z > 0, z, (1.0 if param is None else param) * np.expm1(z))
+    if name == "tanh":
+        return np.tanh(z)
+    if name == "sigmoid":
+        return 1 / (1 + np.exp(-z))
+    if name == "leaky_relu":
+        return np.where(z >= 0, z, (0.01 if param is None else param) * z)
+    raise ValueError(name)
+
+
+def forward_reference(layers, x):
+    h = np.asarray(x, np.float64)
+    for w, b, act in layers:
+        name, param = (act, None) if isinstance(act, str) else act
+        h = h @ np.asarray(w, np.float64).T + (0 if b is None else np.asarray(b, np.float64))
+        h = act_forward(name, param, h)
+    return h
+
+
+def make_chain(rng, widths, acts, dtype=np.float64):
+    """Layers of full row rank (widths decrease) with singular values in [0.5, 1.5], so that
+    pre-activations are O(1) and square layers are well conditioned."""
+    layers = []
+    for (n, m), act in zip(zip(widths[:-1], widths[1:]), acts):
+        w = with_spectrum(rng, m, n, np.linspace(1.5, 0.5, min(m, n)))[0].astype(dtype)
+        b = (0.1 * rng.standard_normal(m)).astype(dtype)
+        layers.append((w, b, act))
+    return layers
+
+
+# Invertible chains. With widths that shrink (the paper's FCNN-5), a hidden layer's minimum-norm
+# preimage may leave the range of a bounded activation (tanh, sigmoid), so those are tested on
+# square layers, where the preimage is unique; SELU's range is wide enough for the paper's shape.
+CHAINS = {
+    "selu-784-10": ([784, 512, 256, 128, 64, 10], ["selu", "selu", "selu", "selu", "identity"]),
+    "mixed-square": ([64] * 6, ["tanh", "sigmoid", ("elu", 0.5), ("leaky_relu", 0.2), "identity"]),
+    "mixed-square-last-sigmoid": ([48] * 6, ["elu", "leaky_relu", "tanh", "selu", "sigmoid"]),
+}
+
+
+@pytest.mark.parametrize("name", CHAINS)
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-10), (np.float32, 1e-4)])
+def test_forward_of_reconstruct_is_identity(rng, name, dtype, tol):
+    widths, acts = CHAINS[name]
+    layers = make_chain(rng, widths, acts, dtype)
+    # Targets in range: outputs of the chain itself on random inputs.
+    y = forward_reference(layers, rng.random((200, widths[0]))).astype(dtype)
+    x, clamped = vsfast.reconstruct(layers, y)
+    assert x.shape == (200, widths[0]) and x.dtype == dtype
+    assert clamped == (0,) * 5
+    y_back = forward_reference(layers, x)
+    rel = np.linalg.norm(y_back - y, axis=1) / np.linalg.norm(y.astype(np.float64), axis=1)
+    assert rel.max() <= tol
+    # The core's own forward agrees with the reference.
+    chain = vsfast.Chain(layers)
+    np.testing.assert_allclose(chain.forward(x), y_back.astype(dtype), rtol=0, atol=10 * tol * np.abs(y).max())
+
+
+def test_minimum_norm_and_reference(rng):
+    layers = make_chain(rng, [100, 30, 10], ["selu", "identity"])
+    y = forward_reference(layers, rng.random((5, 100)))
+    chain = vsfast.Chain(layers)
+    x_min, _ = chain.reconstruct(y)
+    # Minimum norm: x_min lies in the first layer's signal space.
+    sp = vsfast.spaces(layers[0][0])
+    _, residual = vsfast.project(x_min, sp)
+    assert np.abs(residual).max() < 1e-10
+    ref = rng.random(100)
+    x_ref, _ = chain.reconstruct(y, reference=ref)
+    np.testing.assert_allclose(forward_reference(layers, x_ref), y, rtol=1e-10, atol=1e-12)
+    # The reference fills exactly the rejected space: x_ref = x_min + residual(ref).
+    np.testing.assert_allclose(x_ref - x_min, np.broadcast_to(vsfast.project(ref, sp)[1], x_ref.shape), atol=1e-12)
+    assert np.linalg.norm(x_ref - ref, axis=1).max() < np.linalg.norm(x_min - ref, axis=1).min()
+    # One reference per target works too.
+    refs = rng.random((5, 100))
+    x_refs, _ = chain.reconstruct(y, reference=refs)
+    np.testing.assert_allclose(forward_reference(layers, x_refs), y, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("act,bad,lo,hi", [
+    ("selu", -5.0, -SELU_L * SELU_A, np.inf),
+    ("tanh", 1.5, -1.0, 1.0),
+    ("sigmoid", -0.2, 0.0, 1.0),
+    (("elu", 2.0), -3.0, -2.0, np.inf),
+])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_out_of_range_targets_are_clamped_and_reported(rng, act, bad, lo, hi, dtype):
+    layers = make_chain(rng, [20, 8], [act], dtype)
+    y = forward_reference(layers, rng.random((4, 20))).astype(dtype)
+    y[0, :3] = bad
+    with pytest.warns(vsfast.RangeWarning, match="layer 0: 3"):
+        x, clamped = vsfast.reconstruct(layers, y)
+    assert clamped == (3,)
+    assert np.all(np.isfinite(x))
+    out = forward_reference(layers, x)
+    assert np.all((out > lo) & (out < hi))
+    # In-range rows are untouched.
+    np.testing.assert_allclose(out[1:], y[1:], rtol=1e-4 if dtype == np.float32 else 1e-10, atol=1e-5)
+
+
+def test_torch_in_torch_out(rng):
+    layers = [(torch.from_numpy(w), torch.from_numpy(b), a) for w, b, a in make_chain(rng, [50, 20, 5], ["tanh", "identity"])]
+    y = torch.from_numpy(forward_reference(layers, rng.random((3, 50))))
+    x, _ = vsfast.reconstruct(layers, y)
+    assert isinstance(x, torch.Tensor) and x.dtype == torch.float64
+    single, _ = vsfast.reconstruct(layers, y[0])
+    assert single.shape == (50,)
+
+
+def test_rank_deficient_layer_gives_least_squares(rng):
+    w = rng.standard_normal((6, 3)) @ rng.standard_normal((3, 12))  # rank 3
+    chain = vsfast.Chain([(w, None, None)])
+    assert chain.ranks == (3,)
+    y = rng.standard_normal((4, 6))
+    x, _ = chain.reconstruct(y)
+    np.testing.assert_allclose(x, y @ np.linalg.pinv(w).T, atol=1e-10)
+
+
+def test_chain_validation(rng):
+    w1, w2 = rng.standard_normal((8, 10)), rng.standard_normal((3, 7))
+    with pytest.raises(ValueError, match="layer 1 takes 7 inputs but layer 0 gives 8"):
+        vsfast.Chain([(w1, None, "selu"), (w2, None, None)])
+    with pytest.raises(ValueError, match="unknown activation 'relu'"):
+        vsfast.Chain([(w1, None, "relu")])
+    with pytest.raises(ValueError, match="negative slope > 0"):
+        vsfast.Chain([(w1, None, ("leaky_relu", 0.0))])
+    with pytest.raises(ValueError, match="takes no parameter"):
+        vsfast.Chain([(w1, None, ("tanh", 2.0))])
+    with pytest.raises(ValueError, match="bias"):
+        vsfast.Chain([(w1, np.zeros(3), "selu")])
+    with pytest.raises(TypeError, match="triple"):
+        vsfast.Chain([w1])
+    with pytest.raises(TypeError, match="non-empty sequence"):
+        vsfast.Chain([])
+    chain = vsfast.Chain([(w1, None, "tanh")])
+    with pytest.raises(ValueError, match="rows of 8 values"):
+        chain.reconstruct(np.zeros((2, 5)))
+    with pytest.raises(TypeError, match="dtype"):
+        chain.reconstruct(np.zeros((2, 8), np.float32))
+    with pytest.raises(ValueError, match="finite"):
+        chain.reconstruct(np.full((2, 8), np.nan))
+    with pytest.raises(ValueError, match="reference"):
+        chain.reconstruct(np.zeros((2, 8)), reference=np.zeros((3, 10)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        chain.reconstruct(np.zeros((2, 8)))  # in range: no warning
