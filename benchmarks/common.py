@@ -1,0 +1,142 @@
+"""Workloads, baselines and the GEMM floor shared by the benchmark script and the
+pytest-benchmark suite."""
+
+from __future__ import annotations
+
+import ctypes
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy_openblas32
+import torch
+
+import vsfast
+
+K, OVERSAMPLE, POWER_ITERS = 64, 10, 2
+RSVD_SHAPES = [(512, 4608), (4096, 4096), (4096, 11008), (32, 512, 4608)]
+
+_openblas = ctypes.CDLL(str(Path(scipy_openblas32.get_lib_dir()) / scipy_openblas32.get_library(fullname=True)))
+_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+
+
+def _sgemm_rowmajor(ta: bool, m: int, n: int, k: int, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> None:
+    f = _openblas.scipy_cblas_sgemm
+    f.argtypes = [ctypes.c_int] * 6 + [ctypes.c_float, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p,
+                                       ctypes.c_int, ctypes.c_float, ctypes.c_void_p, ctypes.c_int]
+    f(_ROW_MAJOR, _TRANS if ta else _NO_TRANS, _NO_TRANS, m, n, k, 1.0, a.ctypes.data, a.shape[1],
+      b.ctypes.data, b.shape[1], 0.0, c.ctypes.data, c.shape[1])
+
+
+class threaded_openblas:
+    """OpenBLAS with vsfast's thread count, for timing the GEMM floor (vsfast itself keeps
+    OpenBLAS single-threaded and threads around it)."""
+
+    def __enter__(self):
+        _openblas.scipy_openblas_set_num_threads(vsfast.get_num_threads())
+
+    def __exit__(self, *exc):
+        _openblas.scipy_openblas_set_num_threads(1)
+
+
+def median_time(fn, rounds: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def layer_like(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    """float32 matrices whose spectrum decays like a trained layer's: a rank-256 part with
+    power-law singular values plus a small full-rank noise floor."""
+    rng = np.random.default_rng(seed)
+    *batch, m, n = shape
+    r = min(256, m, n)
+    scale = (1.0 + np.arange(r)) ** -1.0
+    left = rng.standard_normal((*batch, m, r), dtype=np.float32) * scale.astype(np.float32)
+    right = rng.standard_normal((*batch, r, n), dtype=np.float32)
+    a = left @ right / np.float32(np.sqrt(m * n))
+    a += rng.standard_normal(a.shape, dtype=np.float32) * np.float32(1e-3 / np.sqrt(max(m, n)))
+    return a
+
+
+def rsvd_floor_passes(a: np.ndarray):
+    """A callable doing the (2q + 2) passes of matrix products over A that a randomized SVD
+    cannot avoid, for one matrix or a batch, with the same OpenBLAS (time it inside
+    ``threaded_openblas``)."""
+    *_, m, n = a.shape
+    l = K + OVERSAMPLE
+    mats = a.reshape(-1, m, n)
+    sketch_n, sketch_m = np.ones((n, l), np.float32), np.ones((m, l), np.float32)
+    out_m, out_n = np.empty((m, l), np.float32), np.empty((n, l), np.float32)
+
+    def passes():
+        for mat in mats:
+            for _ in range(POWER_ITERS + 1):
+                _sgemm_rowmajor(False, m, l, n, mat, sketch_n, out_m)  # A Z
+                _sgemm_rowmajor(True, n, l, m, mat, sketch_m, out_n)   # A^T Y
+
+    return passes
+
+
+def spectral_error(a: np.ndarray, u, s, vh, iters: int = 30, seed: int = 0) -> float:
+    """||A - U S Vh||_2 by power iteration on the residual, in float64 (never forms it)."""
+    a64, u64, s64, vh64 = (np.asarray(t, np.float64) for t in (a, u, s, vh))
+    x = np.random.default_rng(seed).standard_normal(a.shape[1])
+    norm = 0.0
+    for _ in range(iters):
+        x /= np.linalg.norm(x)
+        y = a64 @ x - u64 @ (s64 * (vh64 @ x))
+        x = a64.T @ y - vh64.T @ (s64 * (u64.T @ y))
+        norm = np.sqrt(np.linalg.norm(x))
+    return float(norm)
+
+
+def torch_lowrank(a: torch.Tensor):
+    return torch.svd_lowrank(a, q=K + OVERSAMPLE, niter=POWER_ITERS)
+
+
+def torch_projection(x: torch.Tensor, v: torch.Tensor):
+    signal = (x @ v) @ v.T
+    return signal, x - signal
+
+
+@dataclass
+class TorchChain:
+    """The natural torch version of the chained reconstruction: precomputed pseudoinverses, then
+    per layer inverse SELU, bias and a matrix product."""
+
+    pinvs: list
+    biases: list
+    acts: list
+
+    @classmethod
+    def from_layers(cls, layers):
+        return cls([torch.linalg.pinv(torch.from_numpy(w)).T.contiguous() for w, _, _ in layers],
+                   [torch.from_numpy(b) for _, b, _ in layers], [a for _, _, a in layers])
+
+    def reconstruct(self, y: torch.Tensor) -> torch.Tensor:
+        lam, alpha = 1.0507009873554805, 1.6732632423543772
+        h = y
+        for p, b, act in zip(reversed(self.pinvs), reversed(self.biases), reversed(self.acts)):
+            if act == "selu":
+                h = torch.where(h > 0, h / lam, torch.log1p(torch.clamp(h / (lam * alpha), min=-1 + 1e-6)))
+            h = (h - b) @ p
+        return h
+
+
+def fcnn5_like_chain(seed: int = 0):
+    """A chain with the paper's FCNN-5 shape: 784-512-256-128-64-10, SELU between layers."""
+    rng = np.random.default_rng(seed)
+    widths = [784, 512, 256, 128, 64, 10]
+    layers = []
+    for i, (n, m) in enumerate(zip(widths[:-1], widths[1:])):
+        w = (rng.standard_normal((m, n)) / np.sqrt(n)).astype(np.float32)
+        b = (0.1 * rng.standard_normal(m)).astype(np.float32)
+        layers.append((w, b, "selu" if i < len(widths) - 2 else "identity"))
+    return layers

@@ -1,0 +1,124 @@
+"""Time ratios of vsfast against its GEMM floor and the torch baselines, measured in one run.
+
+    .venv/bin/python benchmarks/ratios.py [--rounds N] [--quick]
+
+Prints a Markdown table: medians of N rounds, the ratios that matter, and the accuracy of each
+result relative to torch's (spectral-norm error of the rank-k approximation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+from datetime import date
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+import vsfast  # noqa: E402
+from common import (  # noqa: E402
+    K, OVERSAMPLE, POWER_ITERS, RSVD_SHAPES, TorchChain, fcnn5_like_chain, layer_like, median_time,
+    rsvd_floor_passes, spectral_error, threaded_openblas, torch_lowrank, torch_projection, _sgemm_rowmajor,
+)
+
+
+def rsvd_row(shape, rounds):
+    a = layer_like(shape)
+    at = torch.from_numpy(a)
+    with threaded_openblas():
+        floor = median_time(rsvd_floor_passes(a), rounds)
+    ours = median_time(lambda: vsfast.rsvd(a, K, oversample=OVERSAMPLE, power_iters=POWER_ITERS), rounds)
+    theirs = median_time(lambda: torch_lowrank(at), rounds)
+    u, s, vh = vsfast.rsvd(a, K, oversample=OVERSAMPLE, power_iters=POWER_ITERS)
+    torch.manual_seed(0)
+    tu, ts, tv = torch_lowrank(at)
+    first = (lambda t: t[0]) if a.ndim == 3 else (lambda t: t)
+    err_ours = spectral_error(first(a), first(u), first(s), first(vh))
+    err_torch = spectral_error(first(a), first(tu)[:, :K].numpy(), first(ts)[:K].numpy(),
+                               first(tv)[:, :K].numpy().T)
+    return ["rsvd " + "×".join(map(str, shape)), ours, floor, theirs, err_ours / err_torch]
+
+
+def projection_row(n, r, rounds, inputs=10_000):
+    rng = np.random.default_rng(1)
+    sp = vsfast.spaces(layer_like((r, n)))
+    x = rng.standard_normal((inputs, n), dtype=np.float32)
+    v = np.ascontiguousarray(sp.signal)
+    xt, vt = torch.from_numpy(x), torch.from_numpy(v)
+    coef, sig = np.empty((inputs, sp.rank), np.float32), np.empty_like(x)
+    rows_t = np.ascontiguousarray(v.T)
+
+    def floor_passes():
+        _sgemm_rowmajor(False, inputs, sp.rank, n, x, v, coef)
+        _sgemm_rowmajor(False, inputs, n, sp.rank, coef, rows_t, sig)
+
+    with threaded_openblas():
+        floor = median_time(floor_passes, rounds)
+    ours = median_time(lambda: vsfast.project(x, sp), rounds)
+    theirs = median_time(lambda: torch_projection(xt, vt), rounds)
+    s_ours, _ = vsfast.project(x, sp)
+    s_torch, _ = torch_projection(xt, vt)
+    ref = (x.astype(np.float64) @ v.astype(np.float64)) @ v.T.astype(np.float64)
+    acc = np.abs(s_ours - ref).max() / max(np.abs(s_torch.numpy() - ref).max(), 1e-30)
+    return [f"project {inputs:,}×{n} onto rank {sp.rank}", ours, floor, theirs, acc]
+
+
+def chain_row(rounds, targets=10_000):
+    layers = fcnn5_like_chain()
+    chain = vsfast.Chain(layers)
+    rng = np.random.default_rng(2)
+    y = chain.forward(rng.random((targets, 784), dtype=np.float32))
+    tchain = TorchChain.from_layers(layers)
+    yt = torch.from_numpy(y)
+    bufs = []
+    for w, _, _ in reversed(layers):
+        m, n = w.shape
+        bufs.append((np.ones((targets, m), np.float32), np.ascontiguousarray(np.linalg.pinv(w).T),
+                     np.empty((targets, n), np.float32)))
+
+    def floor_passes():
+        for h, p, out in bufs:
+            _sgemm_rowmajor(False, targets, p.shape[1], p.shape[0], h, p, out)
+
+    with threaded_openblas():
+        floor = median_time(floor_passes, rounds)
+    ours = median_time(lambda: chain.reconstruct(y), rounds)
+    theirs = median_time(lambda: tchain.reconstruct(yt), rounds)
+
+    def rel_err(x):
+        back = chain.forward(np.asarray(x, np.float32)).astype(np.float64)
+        return np.median(np.linalg.norm(back - y, axis=1) / np.linalg.norm(y, axis=1))
+
+    acc = rel_err(chain.reconstruct(y).inputs) / rel_err(tchain.reconstruct(yt).numpy())
+    return [f"reconstruct {targets:,} targets, 784-512-256-128-64-10 SELU", ours, floor, theirs, acc]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="only the smaller shapes")
+    args = parser.parse_args()
+    torch.set_num_threads(vsfast.get_num_threads())
+    shapes = RSVD_SHAPES[:1] if args.quick else RSVD_SHAPES
+    rows = [rsvd_row(s, args.rounds) for s in shapes]
+    rows.append(projection_row(784, 512, args.rounds))
+    if not args.quick:
+        rows.append(projection_row(4608, 512, args.rounds))
+    rows.append(chain_row(args.rounds))
+
+    print(f"{date.today()}, {platform.processor() or platform.machine()}, {vsfast.get_num_threads()} threads, "
+          f"torch {torch.__version__}, float32, k={K}, oversample={OVERSAMPLE}, power_iters={POWER_ITERS}, "
+          f"median of {args.rounds} rounds\n")
+    print("| workload | vsfast | GEMM floor | torch | vsfast / floor | torch / floor | speed-up vs torch "
+          "| error vs torch |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, ours, floor, theirs, acc in rows:
+        print(f"| {name} | {ours * 1e3:.1f} ms | {floor * 1e3:.1f} ms | {theirs * 1e3:.1f} ms | {ours / floor:.2f} "
+              f"| {theirs / floor:.2f} | {theirs / ours:.2f}× | {acc:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
