@@ -40,44 +40,42 @@ struct OrthWorkspace {
   std::vector<T> backup, gram, tau;
 };
 
-// One Cholesky QR pass: a <- a R^-1 with R^T R = a^T a. Returns false when the Gram matrix is not
-// numerically positive definite (a is too ill-conditioned for this pass).
+// Frobenius distance from the identity of the symmetric n x n matrix whose upper triangle is g.
 template <class T>
-bool cholesky_qr_pass(T* a, blas_int m, blas_int n, blas_int lda, std::vector<T>& gram) {
-  gram.resize(static_cast<std::size_t>(n) * n);
-  vsfast::gram(m, n, a, lda, gram.data());
-  if (potrf_upper(n, gram.data(), n) != 0) return false;
-  trsm_right_upper(m, n, gram.data(), n, a, lda);
-  return true;
-}
-
-// Frobenius distance of a^T a from the identity.
-template <class T>
-double gram_defect(const T* a, blas_int m, blas_int n, blas_int lda, std::vector<T>& gram) {
-  gram.resize(static_cast<std::size_t>(n) * n);
-  vsfast::gram(m, n, a, lda, gram.data());
+double identity_defect(const std::vector<T>& g, blas_int n) {
   double sum = 0;
   for (blas_int j = 0; j < n; ++j)
     for (blas_int i = 0; i <= j; ++i) {
-      const double d = static_cast<double>(gram[i + static_cast<std::size_t>(j) * n]) - (i == j ? 1.0 : 0.0);
+      const double d = static_cast<double>(g[i + static_cast<std::size_t>(j) * n]) - (i == j ? 1.0 : 0.0);
       sum += (i == j ? 1.0 : 2.0) * d * d;
     }
   return std::sqrt(sum);
 }
 
+// a <- a R^-1 for the Cholesky factor R of the Gram matrix held in gram (overwritten). Returns
+// false when the Gram matrix is not numerically positive definite.
+template <class T>
+bool cholesky_qr_step(T* a, blas_int m, blas_int n, blas_int lda, std::vector<T>& gram) {
+  if (potrf_upper(n, gram.data(), n) != 0) return false;
+  trsm_right_upper(m, n, gram.data(), n, a, lda);
+  return true;
+}
+
 // Orthonormal basis of the column space of the tall m x n column-major a (m >= n), in place.
 // CholeskyQR2 (Yamamoto et al., ETNA 44, 2015) runs at matrix-product speed and is as accurate as
-// Householder QR once the first pass leaves a nearly orthonormal matrix; when it does not (a
-// condition number beyond about eps^-1/2), the Householder QR of the saved input is used instead.
+// Householder QR once the first pass leaves a nearly orthonormal matrix: the Gram matrix of that
+// pass's result, which the second pass needs anyway, tells. When it is more than 1/2 from the
+// identity (a condition number beyond about eps^-1/2), or a Cholesky factorisation fails, the
+// Householder QR of the saved input is used instead.
 template <class T>
 void orthonormalize(T* a, blas_int m, blas_int n, blas_int lda, OrthWorkspace<T>& ws) {
-  const std::size_t size = static_cast<std::size_t>(lda) * n;
-  ws.backup.assign(a, a + size);
-  // After the first pass, ||Q1^T Q1 - I|| < 1/2 bounds cond(Q1) by sqrt(3): the second pass is then
-  // backward stable.
-  if (cholesky_qr_pass(a, m, n, lda, ws.gram) && gram_defect(a, m, n, lda, ws.gram) < 0.5 &&
-      cholesky_qr_pass(a, m, n, lda, ws.gram))
-    return;
+  ws.backup.assign(a, a + static_cast<std::size_t>(lda) * n);
+  ws.gram.resize(static_cast<std::size_t>(n) * n);
+  vsfast::gram(m, n, a, lda, ws.gram.data());
+  if (cholesky_qr_step(a, m, n, lda, ws.gram)) {
+    vsfast::gram(m, n, a, lda, ws.gram.data());
+    if (identity_defect(ws.gram, n) < 0.5 && cholesky_qr_step(a, m, n, lda, ws.gram)) return;
+  }
   std::copy(ws.backup.begin(), ws.backup.end(), a);
   orthonormalize_householder(a, m, n, lda, ws.tau);
 }
