@@ -94,6 +94,11 @@ def test_minimum_norm_and_reference(rng):
     # The reference fills exactly the rejected space: x_ref = x_min + residual(ref).
     np.testing.assert_allclose(x_ref - x_min, np.broadcast_to(vsfast.project(ref, sp)[1], x_ref.shape), atol=1e-12)
     assert np.linalg.norm(x_ref - ref, axis=1).max() < np.linalg.norm(x_min - ref, axis=1).min()
+    # Filling every layer's rejected space still reproduces y.
+    x_all, _ = chain.reconstruct(y, reference=ref, reference_layers="all")
+    np.testing.assert_allclose(forward_reference(layers, x_all), y, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="reference_layers"):
+        chain.reconstruct(y, reference=ref, reference_layers="some")
     # One reference per target works too.
     refs = rng.random((5, 100))
     x_refs, _ = chain.reconstruct(y, reference=refs)
@@ -119,6 +124,19 @@ def test_out_of_range_targets_are_clamped_and_reported(rng, act, bad, lo, hi, dt
     assert np.all((out > lo) & (out < hi))
     # In-range rows are untouched.
     np.testing.assert_allclose(out[1:], y[1:], rtol=1e-4 if dtype == np.float32 else 1e-10, atol=1e-5)
+
+
+def test_reference_at_every_layer_reproduces_the_reference(rng):
+    """When the targets are the reference's own outputs, filling every layer's rejected space with
+    the reference's activations gives back the reference itself."""
+    layers = make_chain(rng, [200, 100, 50, 10], ["selu", "tanh", "identity"])
+    ref = rng.random((3, 200))
+    y = forward_reference(layers, ref)
+    x, clamped = vsfast.Chain(layers).reconstruct(y, reference=ref, reference_layers="all")
+    assert clamped == (0, 0, 0)
+    np.testing.assert_allclose(x, ref, atol=1e-10)
+    x_first, _ = vsfast.Chain(layers).reconstruct(y, reference=ref)
+    assert np.abs(x_first - ref).max() > 1e-3  # the first layer alone does not pin the hidden values
 
 
 def test_torch_in_torch_out(rng):

@@ -354,27 +354,32 @@ class Chain:
     def output_dim(self) -> int:
         return self._chain.output_dim
 
-    def _rows(self, X: Any, name: str, width: int):
-        x, wrap = as_core_array(X, name, ndims=(1, 2))
+    def _rows(self, X: Any, name: str, width: int, *, cast: bool = False):
+        x, wrap = as_core_array(X, name, ndims=(1, 2), dtype=self.dtype if cast else None)
         if x.dtype != self.dtype:
             raise TypeError(f"{name}: expected the chain's dtype {self.dtype}, got {x.dtype}")
         if x.shape[-1] != width:
             raise ValueError(f"{name}: expected rows of {width} values, got shape {x.shape}")
         return x.reshape(-1, width), wrap, x.ndim == 1
 
-    def reconstruct(self, Y: Any, *, reference: Any = None) -> Reconstruction:
+    def reconstruct(self, Y: Any, *, reference: Any = None, reference_layers: str = "first") -> Reconstruction:
         """Inputs X (N x n_0) whose outputs are Y (N x m_L): backwards through every layer,
         invert the activation, subtract the bias and apply W^+.
 
-        Without a reference the answer is the minimum-norm one. A ``reference`` (one input, or
-        one per target) adds its component in the first layer's rejected space, which the
-        network cannot see: the outputs stay the same while the inputs resemble the reference.
+        Without a reference the answer is the minimum-norm one at every layer. A ``reference``
+        (one input, or one per target; converted to the chain's dtype) fills rejected spaces the
+        network cannot see, so the outputs stay Y: with ``reference_layers="first"`` (default)
+        the first layer's, so the inputs resemble the reference; with ``"all"`` every layer's,
+        with the reference's own activations there, so the hidden values resemble the
+        reference's too (targets equal to the reference's outputs give back the reference).
         Targets outside an activation's range are clamped into it (with a relative margin of
         sqrt(eps)), counted per layer and reported with a :class:`RangeWarning`.
         """
+        if reference_layers not in ("all", "first"):
+            raise ValueError(f"reference_layers: expected 'all' or 'first', got {reference_layers!r}")
         y, wrap, single = self._rows(Y, "Y", self.output_dim)
-        ref = None if reference is None else self._rows(reference, "reference", self.input_dim)[0]
-        x, clamped = self._chain.reconstruct(y, ref)
+        ref = None if reference is None else self._rows(reference, "reference", self.input_dim, cast=True)[0]
+        x, clamped = self._chain.reconstruct(y, ref, reference_layers == "all")
         clamped = tuple(int(c) for c in clamped)
         if any(clamped):
             where = ", ".join(f"layer {i}: {c}" for i, c in enumerate(clamped) if c)
@@ -389,11 +394,11 @@ class Chain:
         return wrap(y[0] if single else y)
 
 
-def reconstruct(layers: Sequence[Any], Y: Any, *, reference: Any = None, rtol: float | None = None,
-                atol: float | None = None) -> Reconstruction:
+def reconstruct(layers: Sequence[Any], Y: Any, *, reference: Any = None, reference_layers: str = "first",
+                rtol: float | None = None, atol: float | None = None) -> Reconstruction:
     """Inputs whose outputs through ``layers`` are Y; see :class:`Chain` and
     :meth:`Chain.reconstruct`. Computed in Y's dtype. Build a :class:`Chain` instead to reuse the
     factors across calls."""
     y, _ = as_core_array(Y, "Y", ndims=(1, 2))
     chain = Chain(layers, dtype=y.dtype, rtol=rtol, atol=atol)
-    return chain.reconstruct(Y, reference=reference)
+    return chain.reconstruct(Y, reference=reference, reference_layers=reference_layers)

@@ -10,6 +10,7 @@
 #include "vsfast/rsvd.hpp"
 #include "vsfast/svd.hpp"
 
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <optional>
@@ -67,10 +68,15 @@ MatrixShape matrix_shape(const py::array& a, const char* name, bool allow_batch)
   return batched ? MatrixShape{true, dim(0), dim(1), dim(2)} : MatrixShape{false, 1, dim(0), dim(1)};
 }
 
+// One pass over the data, in parallel for large arrays (called with the GIL released).
 template <class T>
 void require_finite(const T* p, std::size_t count, const char* name) {
-  bool finite = true;
-  for (std::size_t i = 0; i < count; ++i) finite &= std::isfinite(p[i]);
+  std::atomic<bool> finite{true};
+  parallel_rows(count, 1, [&](std::size_t begin, std::size_t end) {
+    bool ok = true;
+    for (std::size_t i = begin; i < end; ++i) ok &= std::isfinite(p[i]);
+    if (!ok) finite = false;
+  });
   if (!finite) throw std::invalid_argument(std::string(name) + ": expected finite values, found NaN or inf");
 }
 
@@ -311,7 +317,7 @@ void bind_chain(py::module_& m, const char* name) {
       .def_property_readonly("ranks", &C::ranks)
       .def(
           "reconstruct",
-          [](const C& chain, const py::array& y, const py::object& reference) {
+          [](const C& chain, const py::array& y, const py::object& reference, bool every_layer) {
             const MatrixShape s = matrix_shape(y, "Y", false);
             if (!has_dtype<T>(y)) throw py::type_error("Y: expected the chain's dtype");
             if (s.cols != chain.output_dim())
@@ -338,11 +344,11 @@ void bind_chain(py::module_& m, const char* name) {
               py::gil_scoped_release release;
               require_finite(py_, s.rows * s.cols, "Y");
               if (pref) require_finite(pref, ref_rows * chain.input_dim(), "reference");
-              chain.reconstruct(py_, s.rows, pref, ref_rows, px, clamped);
+              chain.reconstruct(py_, s.rows, pref, ref_rows, every_layer, px, clamped);
             }
             return py::make_tuple(x, clamped);
           },
-          py::arg("Y"), py::arg("reference") = py::none())
+          py::arg("Y"), py::arg("reference") = py::none(), py::arg("every_layer") = false)
       .def(
           "forward",
           [](const C& chain, const py::array& x) {

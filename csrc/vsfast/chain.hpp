@@ -97,13 +97,14 @@ class Chain {
                                     " gives " + std::to_string(layers_[l - 1].m) + " outputs");
     pinv_t_.resize(layers_.size());
     ranks_.resize(layers_.size());
+    signal_rows_.resize(layers_.size());
     for (std::size_t l = 0; l < layers_.size(); ++l) {
       const auto& L = layers_[l];
       const PinvFactors<T> f = pinv_factors(L.weight.data(), L.m, L.n, rtol, atol);
       ranks_[l] = f.rank;
       pinv_t_[l].resize(L.m * L.n);
       pinv_from_factors(f, L.m, L.n, /*transposed=*/true, pinv_t_[l].data());
-      if (l == 0) first_signal_rows_.assign(f.vh.begin(), f.vh.begin() + static_cast<std::ptrdiff_t>(f.rank * L.n));
+      signal_rows_[l].assign(f.vh.begin(), f.vh.begin() + static_cast<std::ptrdiff_t>(f.rank * L.n));
     }
   }
 
@@ -112,12 +113,22 @@ class Chain {
   std::size_t output_dim() const { return layers_.back().m; }
   const std::vector<std::size_t>& ranks() const { return ranks_; }
 
-  // x (rows x input_dim) = inputs whose outputs are y (rows x output_dim). `reference` (ref_rows
-  // rows, 1 or `rows`) adds its component in the first layer's rejected space, which leaves the
-  // outputs unchanged. clamped[l] counts the targets of layer l moved into its activation's range.
-  void reconstruct(const T* y, std::size_t rows, const T* reference, std::size_t ref_rows, T* x,
+  // x (rows x input_dim) = inputs whose outputs are y (rows x output_dim). A reference input
+  // (ref_rows rows, 1 or `rows`) fills the rejected space of the first layer, or with
+  // `every_layer` of every layer with the reference's own activations there: adding a vector of
+  // W_l's null space to layer l's input leaves its output unchanged, so y is still reproduced,
+  // while the inputs, and the intermediate values, resemble the reference's. clamped[l] counts
+  // the targets of layer l moved into its activation's range.
+  void reconstruct(const T* y, std::size_t rows, const T* reference, std::size_t ref_rows, bool every_layer, T* x,
                    std::vector<std::size_t>& clamped) const {
     clamped.assign(layers_.size(), 0);
+    // The reference's input to every layer (only the first one's unless every_layer).
+    std::vector<std::vector<T>> ref_inputs;
+    if (reference) {
+      ref_inputs.emplace_back(reference, reference + ref_rows * input_dim());
+      for (std::size_t l = 0; every_layer && l + 1 < layers_.size(); ++l)
+        ref_inputs.push_back(apply_layer(layers_[l], ref_inputs.back().data(), ref_rows));
+    }
     std::vector<T> h(y, y + rows * output_dim()), next;
     for (std::size_t l = layers_.size(); l-- > 0;) {
       const auto& L = layers_[l];
@@ -126,29 +137,16 @@ class Chain {
       gemm_rowmajor(false, false, to_blas_int(rows, "rows"), static_cast<blas_int>(L.n), static_cast<blas_int>(L.m),
                     T(1), h.data(), static_cast<blas_int>(L.m), pinv_t_[l].data(), static_cast<blas_int>(L.n), T(0),
                     next.data(), static_cast<blas_int>(L.n));
+      if (l < ref_inputs.size()) add_rejected_part(l, ref_inputs[l].data(), ref_rows, next.data(), rows);
       h.swap(next);
     }
     std::copy(h.begin(), h.end(), x);
-    if (reference) add_rejected_part(reference, ref_rows, x, rows);
   }
 
   // y (rows x output_dim) = the chain applied to x (rows x input_dim).
   void forward(const T* x, std::size_t rows, T* y) const {
-    std::vector<T> h(x, x + rows * input_dim()), next;
-    for (const auto& L : layers_) {
-      next.resize(rows * L.m);
-      gemm_rowmajor(false, true, to_blas_int(rows, "rows"), static_cast<blas_int>(L.m), static_cast<blas_int>(L.n),
-                    T(1), h.data(), static_cast<blas_int>(L.n), L.weight.data(), static_cast<blas_int>(L.n), T(0),
-                    next.data(), static_cast<blas_int>(L.m));
-      parallel_rows(rows, L.m, [&](std::size_t begin, std::size_t end) {
-        for (std::size_t i = begin; i < end; ++i)
-          for (std::size_t j = 0; j < L.m; ++j) {
-            T& v = next[i * L.m + j];
-            v = L.activation.forward(L.bias.empty() ? v : v + L.bias[j]);
-          }
-      });
-      h.swap(next);
-    }
+    std::vector<T> h(x, x + rows * input_dim());
+    for (const auto& L : layers_) h = apply_layer(L, h.data(), rows);
     std::copy(h.begin(), h.end(), y);
   }
 
@@ -169,11 +167,27 @@ class Chain {
     return clamped.load();
   }
 
-  void add_rejected_part(const T* reference, std::size_t ref_rows, T* x, std::size_t rows) const {
-    const std::size_t n = input_dim();
+  // act(h W^T + b) for rows x n inputs h.
+  static std::vector<T> apply_layer(const LayerSpec<T>& L, const T* h, std::size_t rows) {
+    std::vector<T> out(rows * L.m);
+    gemm_rowmajor(false, true, to_blas_int(rows, "rows"), static_cast<blas_int>(L.m), static_cast<blas_int>(L.n), T(1),
+                  h, static_cast<blas_int>(L.n), L.weight.data(), static_cast<blas_int>(L.n), T(0), out.data(),
+                  static_cast<blas_int>(L.m));
+    parallel_rows(rows, L.m, [&](std::size_t begin, std::size_t end) {
+      for (std::size_t i = begin; i < end; ++i)
+        for (std::size_t j = 0; j < L.m; ++j) {
+          T& v = out[i * L.m + j];
+          v = L.activation.forward(L.bias.empty() ? v : v + L.bias[j]);
+        }
+    });
+    return out;
+  }
+
+  // x += the component of the reference rows in layer l's rejected (null) space.
+  void add_rejected_part(std::size_t l, const T* reference, std::size_t ref_rows, T* x, std::size_t rows) const {
+    const std::size_t n = layers_[l].n;
     std::vector<T> signal(ref_rows * n), residual(ref_rows * n);
-    project_rowmajor(reference, ref_rows, n, first_signal_rows_.data(), ranks_.front(), signal.data(),
-                     residual.data());
+    project_rowmajor(reference, ref_rows, n, signal_rows_[l].data(), ranks_[l], signal.data(), residual.data());
     for (std::size_t i = 0; i < rows; ++i) {
       const T* r = residual.data() + (ref_rows == 1 ? 0 : i * n);
       for (std::size_t j = 0; j < n; ++j) x[i * n + j] += r[j];
@@ -183,7 +197,7 @@ class Chain {
   std::vector<LayerSpec<T>> layers_;
   std::vector<std::vector<T>> pinv_t_;  // (W_l^+)^T, row-major m_l x n_l
   std::vector<std::size_t> ranks_;
-  std::vector<T> first_signal_rows_;  // first layer's V_r^T: its signal space, as rows
+  std::vector<std::vector<T>> signal_rows_;  // V_r^T of each layer: its signal space, as rows
 };
 
 }  // namespace vsfast
