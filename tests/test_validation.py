@@ -91,3 +91,15 @@ def test_core_refuses_what_python_would_have_converted():
         core.rsvd(np.full((3, 4), np.inf), 1, 10, 2, 0)
     with pytest.raises(TypeError, match="dtype of X"):
         core.project(np.ones((3, 4)), np.ones((1, 4), np.float32))
+
+
+def test_import_needs_neither_torch_nor_matplotlib():
+    """`import vsfast` and the linear algebra run with torch and matplotlib unavailable."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['torch'] = None; sys.modules['matplotlib'] = None\n"
+            "import numpy as np, vsfast\n"
+            "u, s, vh = vsfast.rsvd(np.eye(6), 2); sp = vsfast.spaces(np.ones((2, 5)))\n"
+            "assert sp.rank == 1 and 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
