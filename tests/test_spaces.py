@@ -127,6 +127,21 @@ def test_project_matches_reference(rng, dtype):
     assert np.abs(w @ residual.astype(np.float64).T).max() <= tol * np.linalg.norm(w, 2)
 
 
+@pytest.mark.parametrize("inputs", [1, 5000])
+def test_project_through_the_smaller_complement(rng, inputs):
+    """A signal space of more than half the dimensions is split through its complement for many
+    inputs (or once the complement exists): same result either way."""
+    w = rng.standard_normal((300, 400))
+    sp = vsfast.spaces(w)
+    x = rng.standard_normal((inputs, 400))
+    signal, residual = vsfast.project(x, sp)
+    assert ("_rejected_rows" in sp.__dict__) == (inputs == 5000)
+    v = np.linalg.svd(w)[2][:300].T
+    np.testing.assert_allclose(signal, x @ v @ v.T, atol=1e-12)
+    np.testing.assert_allclose(signal + residual, x, atol=1e-13)
+    assert np.abs(w @ residual.T).max() < 1e-11
+
+
 def test_project_output_side_and_plain_basis(rng):
     w = rng.standard_normal((30, 12))  # tall: a proper column space in R^30
     sp = vsfast.spaces(w)

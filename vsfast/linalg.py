@@ -164,13 +164,29 @@ class Spaces:
     def signal_out(self):
         return self._wrap(self._u[:, : self.rank])
 
+    # Complements are computed in float64 whatever the dtype: a float32 complement is orthogonal
+    # to the signal basis only to ~1e-7 * sqrt(d), which would show in every projection onto it.
     @cached_property
     def _rejected_rows(self) -> np.ndarray:
-        return _core.complement(self.signal_rows, self.shape[1])
+        return _complement(self.signal_rows, self.shape[1])
 
     @cached_property
     def _rejected_out_rows(self) -> np.ndarray:
-        return _core.complement(self.signal_out_rows, self.shape[0])
+        return _complement(self.signal_out_rows, self.shape[0])
+
+    def _projection_rows(self, side: str, inputs: int) -> tuple[np.ndarray, bool]:
+        """The rows to project onto for a split of `inputs` vectors: the signal basis, or the
+        rejected one (then True: the caller swaps the two parts) when that is smaller and its
+        one-off construction, O(d^3), is paid back by the cheaper products or already done."""
+        d = self.shape[1] if side == "input" else self.shape[0]
+        signal = self.signal_rows if side == "input" else self.signal_out_rows
+        name = "_rejected_rows" if side == "input" else "_rejected_out_rows"
+        rejected_dim = d - self.rank
+        cached = name in self.__dict__
+        saving = inputs * d * (self.rank - rejected_dim)  # flops saved, up to a constant
+        if rejected_dim < self.rank and (cached or saving > d**3):
+            return getattr(self, name), True
+        return signal, False
 
     @property
     def rejected(self):
@@ -184,6 +200,10 @@ class Spaces:
     column_space = signal_out
     null_space = rejected
     left_null_space = rejected_out
+
+
+def _complement(rows: np.ndarray, d: int) -> np.ndarray:
+    return _core.complement(rows.astype(np.float64), d).astype(rows.dtype, copy=False)
 
 
 def _choose_method(method: str, k: int | None, m: int, n: int) -> str:
@@ -250,12 +270,18 @@ def project(X: Any, basis: Spaces | Any, *, side: str = "input"):
     -------
     (signal, residual), each shaped like X, of X's kind and dtype. For a layer's Spaces the
     residual is X's component in the rejected space: the layer maps it to (nearly) zero.
+
+    When the signal space has more than half the dimensions and there are enough inputs to pay
+    for building the rejected basis once (it is then kept in the Spaces), the split goes through
+    the smaller rejected space: half the flops or better, with the signal part then carrying the
+    rounding of one subtraction (about 2x the float32 error of the direct split, still ~1e-6).
     """
     x, wrap = as_core_array(X, "X", ndims=tuple(range(1, 33)))
+    swap = False
     if isinstance(basis, Spaces):
         if side not in ("input", "output"):
             raise ValueError(f"side: expected 'input' or 'output', got {side!r}")
-        rows = basis.signal_rows if side == "input" else basis.signal_out_rows
+        rows, swap = basis._projection_rows(side, inputs=x.size // max(x.shape[-1], 1))
     else:
         cols, _ = as_core_array(basis, "basis", ndims=(2,), dtype=x.dtype)
         rows = cols.T
@@ -263,7 +289,8 @@ def project(X: Any, basis: Spaces | Any, *, side: str = "input"):
         raise ValueError(f"X: expected a last dimension of {rows.shape[1]} (the basis vectors' length), "
                          f"got shape {x.shape}")
     rows = np.ascontiguousarray(rows, dtype=x.dtype)
-    signal, residual = _core.project(x.reshape(-1, x.shape[-1]), rows)
+    kept, rest = _core.project(x.reshape(-1, x.shape[-1]), rows)
+    signal, residual = (rest, kept) if swap else (kept, rest)
     return wrap(signal.reshape(x.shape)), wrap(residual.reshape(x.shape))
 
 
