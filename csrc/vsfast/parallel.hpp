@@ -125,6 +125,13 @@ void gemm(bool ta, bool tb, blas_int m, blas_int n, blas_int k, T alpha, const T
   });
 }
 
+// Row-major C (m x n) = alpha op(A) op(B) + beta C, via the column-major identity C^T = op(B)^T op(A)^T.
+template <class T>
+void gemm_rowmajor(bool ta, bool tb, blas_int m, blas_int n, blas_int k, T alpha, const T* a, blas_int lda,
+                   const T* b, blas_int ldb, T beta, T* c, blas_int ldc) {
+  gemm(tb, ta, n, m, k, alpha, b, ldb, a, lda, beta, c, ldc);
+}
+
 // b (m x n, column-major) <- b r^-1 for the upper-triangular n x n r, in blocks of rows.
 template <class T>
 void trsm_right_upper(blas_int m, blas_int n, const T* r, blas_int ldr, T* b, blas_int ldb) {

@@ -12,13 +12,6 @@
 
 namespace vsfast {
 
-// Row-major C (m x n) = alpha op(A) op(B) + beta C, via the column-major identity C^T = op(B)^T op(A)^T.
-template <class T>
-void gemm_rowmajor(bool ta, bool tb, blas_int m, blas_int n, blas_int k, T alpha, const T* a, blas_int lda,
-                   const T* b, blas_int ldb, T beta, T* c, blas_int ldc) {
-  gemm(tb, ta, n, m, k, alpha, b, ldb, a, lda, beta, c, ldc);
-}
-
 // x: row-major rows x n; basis: row-major r x n with orthonormal rows.
 template <class T>
 void project_rowmajor(const T* x, std::size_t rows, std::size_t n, const T* basis, std::size_t r, T* signal,
