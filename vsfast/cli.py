@@ -12,6 +12,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(out=args.out, full=args.full)
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from vsfast.models import train
+
+    _, card = train(args.name, out=args.out, epochs=args.epochs, seed=args.seed, limit=args.limit,
+                    data_root=args.data)
+    print(f"{args.name}: test accuracy {100 * card['test_accuracy']:.2f} % on {card['test_images']} "
+          f"images, {card['wall_time_s']:.0f} s; wrote {card['path']} and its card")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vsfast", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -20,6 +30,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="vsfast-demo", help="output directory (default: %(default)s)")
     demo.add_argument("--full", action="store_true", help="also include ResNet18")
     demo.set_defaults(func=_cmd_demo)
+
+    train = sub.add_parser("train", help="train an MNIST network and write its weights and card")
+    train.add_argument("name", choices=["fcnn1", "fcnn5", "resnet18"], help="which network")
+    train.add_argument("--out", help="output directory (default: the user cache, ~/.cache/vsfast/models)")
+    train.add_argument("--epochs", type=int, help="number of epochs (default: the network's recipe)")
+    train.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    train.add_argument("--limit", type=int, help="train on the first N training images only (quick checks)")
+    train.add_argument("--data", help="MNIST folder (default: $VSFAST_DATA or the user cache)")
+    train.set_defaults(func=_cmd_train)
 
     return parser
 
