@@ -15,6 +15,7 @@
 #include <atomic>
 #include <cstddef>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -129,18 +130,24 @@ class Chain {
       for (std::size_t l = 0; every_layer && l + 1 < layers_.size(); ++l)
         ref_inputs.push_back(apply_layer(layers_[l], ref_inputs.back().data(), ref_rows));
     }
-    std::vector<T> h(y, y + rows * output_dim()), next;
+    // Two scratch buffers of the widest layer, left uninitialised: every entry is written before
+    // it is read. The first layer writes straight into x.
+    std::size_t widest = output_dim();
+    for (const auto& L : layers_) widest = std::max(widest, L.n);
+    std::unique_ptr<T[]> scratch_a(new T[rows * widest]), scratch_b(new T[rows * widest]);
+    T* h = scratch_a.get();
+    T* next = scratch_b.get();
+    std::copy(y, y + rows * output_dim(), h);
     for (std::size_t l = layers_.size(); l-- > 0;) {
       const auto& L = layers_[l];
-      clamped[l] = invert_activation(L, h.data(), rows);
-      next.resize(rows * L.n);
+      clamped[l] = invert_activation(L, h, rows);
+      T* out = l == 0 ? x : next;
       gemm_rowmajor(false, false, to_blas_int(rows, "rows"), static_cast<blas_int>(L.n), static_cast<blas_int>(L.m),
-                    T(1), h.data(), static_cast<blas_int>(L.m), pinv_t_[l].data(), static_cast<blas_int>(L.n), T(0),
-                    next.data(), static_cast<blas_int>(L.n));
-      if (l < ref_inputs.size()) add_rejected_part(l, ref_inputs[l].data(), ref_rows, next.data(), rows);
-      h.swap(next);
+                    T(1), h, static_cast<blas_int>(L.m), pinv_t_[l].data(), static_cast<blas_int>(L.n), T(0), out,
+                    static_cast<blas_int>(L.n));
+      if (l < ref_inputs.size()) add_rejected_part(l, ref_inputs[l].data(), ref_rows, out, rows);
+      std::swap(h, next);
     }
-    std::copy(h.begin(), h.end(), x);
   }
 
   // y (rows x output_dim) = the chain applied to x (rows x input_dim).

@@ -3,8 +3,8 @@
 // re-orthonormalised at every half-step, then take the exact SVD of the small projected matrix.
 //
 // A wide matrix is handled through its transpose, so the sketch Y always lives on the long side:
-// it is orthonormalised q + 1 times by CholeskyQR2 at matrix-product speed, the short-side block q
-// times, and the exact SVD at the end is of a short-by-(k + p) matrix. What remains beyond the
+// its bases are kept well conditioned by one Cholesky QR pass per half-step and made orthonormal
+// by CholeskyQR2 at the last, all at matrix-product speed, and the exact SVD at the end is of a short-by-(k + p) matrix. What remains beyond the
 // (2q + 2) passes of matrix products over A, the floor of the method, is small.
 #pragma once
 
@@ -67,13 +67,21 @@ void rsvd_rowmajor(const T* a, std::size_t m, std::size_t n, const RsvdParams& p
   ws.s.resize(l);
 
   // Y = M Omega, then alternate Z = M^T Y and Y = M Z, orthonormalising each.
+  // Intermediate bases only need to be well conditioned; the last one, which B is built on,
+  // must be orthonormal to working precision.
+  auto sharpen = [&](T* x, blas_int rows, bool last) {
+    if (last)
+      orthonormalize(x, rows, bsk, rows, ws.orth);
+    else
+      condition_basis(x, rows, bsk, rows, ws.orth);
+  };
   gemm(t, false, bl, bsk, bs, T(1), a, lda, omega, bs, T(0), ws.y.data(), bl);
-  orthonormalize(ws.y.data(), bl, bsk, bl, ws.orth);
+  sharpen(ws.y.data(), bl, p.power_iters == 0);
   for (std::size_t it = 0; it < p.power_iters; ++it) {
     gemm(!t, false, bs, bsk, bl, T(1), a, lda, ws.y.data(), bl, T(0), ws.z.data(), bs);
-    orthonormalize(ws.z.data(), bs, bsk, bs, ws.orth);
+    sharpen(ws.z.data(), bs, false);
     gemm(t, false, bl, bsk, bs, T(1), a, lda, ws.z.data(), bs, T(0), ws.y.data(), bl);
-    orthonormalize(ws.y.data(), bl, bsk, bl, ws.orth);
+    sharpen(ws.y.data(), bl, it + 1 == p.power_iters);
   }
 
   // B^T = M^T Y (short x l); its SVD Ub S Vbt gives M ~ Y B = (Y Vbt^T) S Ub^T.

@@ -61,6 +61,18 @@ bool cholesky_qr_step(T* a, blas_int m, blas_int n, blas_int lda, std::vector<T>
   return true;
 }
 
+// A well-conditioned basis of the column space of a (m >= n), in place: one Cholesky QR pass,
+// or Householder QR when the Gram matrix is not numerically positive definite. Its columns are
+// orthonormal to about eps * cond(a)^2 only, which is all a power iteration's next product needs:
+// the span is what carries forward.
+template <class T>
+void condition_basis(T* a, blas_int m, blas_int n, blas_int lda, OrthWorkspace<T>& ws) {
+  ws.gram.resize(static_cast<std::size_t>(n) * n);
+  vsfast::gram(m, n, a, lda, ws.gram.data());
+  // A failed Cholesky factorisation leaves a untouched: no copy to restore from.
+  if (!cholesky_qr_step(a, m, n, lda, ws.gram)) orthonormalize_householder(a, m, n, lda, ws.tau);
+}
+
 // Orthonormal basis of the column space of the tall m x n column-major a (m >= n), in place.
 // CholeskyQR2 (Yamamoto et al., ETNA 44, 2015) runs at matrix-product speed and is as accurate as
 // Householder QR once the first pass leaves a nearly orthonormal matrix: the Gram matrix of that
