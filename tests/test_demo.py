@@ -14,20 +14,23 @@ pytestmark = pytest.mark.skipif(not os.environ.get("VSFAST_DATA") or not Path(os
                                 reason="needs MNIST in VSFAST_DATA (the test command sets it)")
 
 
-def test_demo_writes_a_consistent_summary(tmp_path, capsys):
+def test_demo_writes_a_consistent_summary_and_report(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path)]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert str(tmp_path.resolve()) in capsys.readouterr().out
+    assert str((tmp_path / "report.html").resolve()) in capsys.readouterr().out
     fcnn1, fcnn5 = summary["fcnn1"], summary["fcnn5"]
     assert fcnn1["test_accuracy"] >= 0.92 and fcnn5["test_accuracy"] >= 0.97
     assert [row["rank"] for row in fcnn5["layers"]] == [512, 256, 128, 64, 10]
     assert fcnn1["layers"][0]["nullity"] == 774
     # A 10-dimensional signal space of 784 leaves most of a digit's energy in the rejected space.
-    assert 0.5 < fcnn1["first_layer_rejected_energy"]["median"] < 1.0
+    assert 0.5 < fcnn1["layers"][0]["rejected_fraction_median"] < 1.0
     for inverse in fcnn1["inverse"].values():
         assert inverse["relative_output_error_float64"] < 1e-10
         assert inverse["predicted"] == list(range(10))
         assert inverse["clamped_per_layer"] == [0]
     inv = fcnn1["inverse"]
     assert inv["class_mean_reference"]["distance_to_class_mean"] < inv["minimum_norm"]["distance_to_class_mean"]
-    assert (tmp_path / summary["figure"]).stat().st_size > 1000
+    page = (tmp_path / "report.html").read_text()
+    assert page.count("data:image/png;base64,") >= 9
+    for name in ("fcnn1_spectra.png", "fcnn5_decomposition.png", "fcnn1_inverse.png", "fcnn5_layers.csv"):
+        assert (tmp_path / name).stat().st_size > 500

@@ -6,6 +6,7 @@ rejects; pseudoinverses and inverse activations, chained backwards, compute inpu
 chosen outputs. The heavy work runs in a compiled core (``vsfast._core``).
 """
 
+from .analysis import LayerAnalysis, Report, analyze
 from .linalg import (
     Chain,
     LinAlgError,
@@ -25,6 +26,6 @@ from .linalg import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "Chain", "LinAlgError", "RangeWarning", "Reconstruction", "Spaces",
+    "Chain", "LayerAnalysis", "Report", "analyze", "LinAlgError", "RangeWarning", "Reconstruction", "Spaces",
     "get_num_threads", "pinv", "project", "reconstruct", "rsvd", "set_num_threads", "spaces", "svd",
 ]

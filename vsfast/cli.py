@@ -3,13 +3,31 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from vsfast.demo import run_demo
 
     return run_demo(out=args.out, full=args.full)
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from vsfast import data
+    from vsfast.analysis import jsonable
+    from vsfast.report import analyze_model, write_html
+
+    images, labels = data.mnist("test")
+    report, section = analyze_model(args.name, args.out, images[:args.inputs], labels[:args.inputs],
+                                    method=args.method, k=args.k, conv_view=args.conv_view, progress=True)
+    page = write_html(Path(args.out) / "report.html", f"vsfast: {args.name} as vector spaces", [section])
+    (Path(args.out) / "summary.json").write_text(json.dumps(jsonable({args.name: report.to_dict()}), indent=1) + "\n")
+    for paragraph in section.paragraphs:
+        print(paragraph)
+    print(f"report: {page.resolve()}")
+    return 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -31,6 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--full", action="store_true", help="also include ResNet18")
     demo.set_defaults(func=_cmd_demo)
 
+    analyze = sub.add_parser("analyze", help="the spaces of every layer of an MNIST network: figures, tables, "
+                                             "report.html")
+    analyze.add_argument("name", choices=["fcnn1", "fcnn5", "resnet18"], help="which network")
+    analyze.add_argument("--out", default="vsfast-analysis", help="output directory (default: %(default)s)")
+    analyze.add_argument("--inputs", type=int, default=1000, help="test digits to decompose (default: %(default)s)")
+    analyze.add_argument("--method", choices=["auto", "exact", "randomized"], default="auto")
+    analyze.add_argument("--k", type=int, help="top-k singular triplets per layer (default: all)")
+    analyze.add_argument("--conv-view", choices=["patch", "kernel"], default="patch",
+                         help="convolutions as patch maps or as stacks of kernels (default: %(default)s)")
+    analyze.set_defaults(func=_cmd_analyze)
+
     train = sub.add_parser("train", help="train an MNIST network and write its weights and card")
     train.add_argument("name", choices=["fcnn1", "fcnn5", "resnet18"], help="which network")
     train.add_argument("--out", help="output directory (default: the user cache, ~/.cache/vsfast/models)")
@@ -45,7 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    from vsfast.data import DataError
+
+    try:
+        return args.func(args)
+    except (ValueError, DataError, OSError) as exc:  # bad input or files: a message, not a traceback
+        print(f"vsfast {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,10 +1,9 @@
 """``vsfast demo``: the paper's method end to end on MNIST.
 
-For FCNN-1 and FCNN-5 (and ResNet18's first convolution with ``--full``): the four spaces of every
-linear layer and how much of each test digit the first layer rejects; for FCNN-1, inputs that make
-the network produce the paper's per-class target outputs, computed exactly by the pseudoinverse,
-minimum-norm and with each class's mean image filling the rejected space. Writes
-``summary.json`` and a figure of the computed inputs.
+Gets the data, loads (or trains) FCNN-1 and FCNN-5 (and ResNet18 with ``--full``), analyses the
+four spaces of every layer and what each layer rejects of 1,000 test digits, computes inputs that
+make FCNN-1 produce the paper's per-class target outputs (exactly, by the pseudoinverse), and
+writes figures, tables, ``summary.json`` and ``report.html``.
 """
 
 from __future__ import annotations
@@ -17,27 +16,8 @@ import numpy as np
 
 import vsfast
 from vsfast import data, nn as vnn
-
-
-def _layer_rows(model) -> list[dict]:
-    import torch
-
-    rows = []
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear):
-            sp = vsfast.spaces(module.weight.detach().double())
-            rows.append({"layer": name, "shape": list(sp.shape), "rank": sp.rank, "nullity": sp.nullity,
-                         "condition_number": sp.condition_number, "sigma_max": float(sp.singular_values[0])})
-    return rows
-
-
-def _rejected_energy(weight, images: np.ndarray) -> dict:
-    """Fraction of each image's energy in the first layer's rejected space."""
-    sp = vsfast.spaces(weight.detach().double())
-    x = images.reshape(len(images), -1).astype(np.float64)
-    _, residual = vsfast.project(x, sp)
-    frac = np.sum(residual**2, axis=1) / np.sum(x**2, axis=1)
-    return {"median": float(np.median(frac)), "min": float(frac.min()), "max": float(frac.max())}
+from vsfast.analysis import jsonable
+from vsfast.report import Section, analyze_model, write_html
 
 
 def paper_targets(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -77,36 +57,21 @@ def _invert(model, train_images, train_labels) -> tuple[dict, np.ndarray]:
     return result, x
 
 
-def _resnet_first_conv(resnet) -> dict:
-    """The paper's kernel view of ResNet18's first convolution: every 7x7 kernel as a row."""
-    w = resnet.conv1.weight.detach().double()
-    kernels = w.reshape(-1, w.shape[-2] * w.shape[-1])
-    sp = vsfast.spaces(kernels)
-    return {"shape": list(sp.shape), "rank": sp.rank, "condition_number": sp.condition_number,
-            "energy_in_top_3": float(np.sum(sp.singular_values[:3] ** 2) / np.sum(sp.singular_values**2))}
+def _inverse_section(inverse: dict, figure: str) -> Section:
+    section = Section("fcnn1: inputs for chosen outputs")
+    for label, inv in inverse.items():
+        section.paragraphs.append(
+            f"{label.replace('_', ' ')}: the per-class targets are reproduced to a relative error of "
+            f"{inv['relative_output_error_float64']:.1e} (float64 chain), "
+            f"{inv['relative_output_error_torch_float32']:.1e} through the float32 model, which predicts "
+            f"{sum(p == c for c, p in enumerate(inv['predicted']))}/10 target classes; mean distance to the "
+            f"class-mean image {inv['distance_to_class_mean']:.2f}.")
+    section.figures.append((figure, "Inputs whose FCNN-1 outputs are each class's target (class-mean reference)."))
+    return section
 
 
-def _save_figure(images: np.ndarray, path: Path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    fig, axes = plt.subplots(1, 10, figsize=(12, 1.6))
-    for c, ax in enumerate(axes):
-        ax.imshow(images[c].reshape(28, 28), cmap="gray")
-        ax.set_title(str(c))
-        ax.axis("off")
-    fig.suptitle("FCNN-1: inputs whose outputs are the per-class targets (class-mean reference)")
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return True
-
-
-def run_demo(out: str = "vsfast-demo", full: bool = False) -> int:
-    from vsfast import models
+def run_demo(out: str = "vsfast-demo", full: bool = False, count: int = 1000) -> int:
+    from vsfast import models, viz
 
     start = time.perf_counter()
     out_dir = Path(out)
@@ -114,32 +79,35 @@ def run_demo(out: str = "vsfast-demo", full: bool = False) -> int:
     print("MNIST ...", flush=True)
     test_images, test_labels = data.mnist("test")
     train_images, train_labels = data.mnist("train")
+    images, labels = test_images[:count], test_labels[:count]
 
     summary: dict = {"vsfast": vsfast.__version__, "threads": vsfast.get_num_threads()}
-    for name in ("fcnn1", "fcnn5"):
-        model = models.load(name)
-        first = next(m for m in model.modules() if m.__class__.__name__ == "Linear")
-        summary[name] = {
-            "test_accuracy": model.card["test_accuracy"],
-            "layers": _layer_rows(model),
-            "first_layer_rejected_energy": _rejected_energy(first.weight, test_images),
-        }
-        print(f"{name}: test accuracy {100 * model.card['test_accuracy']:.2f} %, first layer rejects a median "
-              f"{100 * summary[name]['first_layer_rejected_energy']['median']:.1f} % of a test digit's energy")
-        for row in summary[name]["layers"]:
-            print(f"  {row['layer']:>3} {row['shape'][0]:4d} x {row['shape'][1]:<4d} rank {row['rank']:4d}  "
-                  f"nullity {row['nullity']:4d}  condition {row['condition_number']:.3g}")
-    summary["fcnn1"]["inverse"], images = _invert(models.load("fcnn1"), train_images, train_labels)
-    for label, inv in summary["fcnn1"]["inverse"].items():
-        print(f"fcnn1 inverse, {label.replace('_', ' ')}: per-class targets reproduced to a relative error of "
-              f"{inv['relative_output_error_float64']:.1e}; predicted classes {inv['predicted']}; mean distance "
-              f"to the class-mean image {inv['distance_to_class_mean']:.2f}")
-    if full:
-        summary["resnet18_conv1_kernels"] = _resnet_first_conv(models.load("resnet18"))
-        print(f"resnet18 conv1 kernels: {summary['resnet18_conv1_kernels']}")
-    if _save_figure(images, out_dir / "fcnn1_inverse.png"):
-        summary["figure"] = "fcnn1_inverse.png"
+    sections = []
+    for name in ("fcnn1", "fcnn5", "resnet18") if full else ("fcnn1", "fcnn5"):
+        print(f"{name}: analysing every layer on {len(images)} test digits ...", flush=True)
+        report, section = analyze_model(name, out_dir, images, labels, progress=True)
+        sections.append(section)
+        summary[name] = dict(section.summary)
+        for paragraph in section.paragraphs:
+            print(f"  {paragraph}")
+        for row in report.to_rows():
+            print(f"  {row['layer']:>18} {row['rows']:5d} x {row['columns']:<5d} rank {row['rank']:5d}  "
+                  f"nullity {row['nullity']:5d}  condition {row['condition_number']:9.3g}  "
+                  f"rejects {100 * row['rejected_fraction_median']:5.1f} %")
+
+    print("fcnn1: inputs for the per-class targets ...", flush=True)
+    summary["fcnn1"]["inverse"], inverse_images = _invert(models.load("fcnn1"), train_images, train_labels)
+    viz.save(viz.image_grid(inverse_images.reshape(-1, 28, 28), [str(c) for c in range(10)],
+                            title="FCNN-1: inputs for the per-class targets (class-mean reference)"),
+             out_dir / "fcnn1_inverse.png")
+    sections.append(_inverse_section(summary["fcnn1"]["inverse"], "fcnn1_inverse.png"))
+    for paragraph in sections[-1].paragraphs:
+        print(f"  {paragraph}")
+
+    page = write_html(out_dir / "report.html", "vsfast: MNIST networks as vector spaces", sections,
+                      intro="Every layer is a linear map: its SVD gives the signal and rejected spaces of its "
+                            "input and output; inputs split into what a layer keeps and what it rejects.")
     summary["wall_time_s"] = round(time.perf_counter() - start, 2)
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"wrote {out_dir.resolve() / 'summary.json'} ({summary['wall_time_s']} s)")
+    (out_dir / "summary.json").write_text(json.dumps(jsonable(summary), indent=2) + "\n")
+    print(f"report: {page.resolve()} ({summary['wall_time_s']} s)")
     return 0

@@ -197,7 +197,7 @@ def load(name: str, pretrained: bool = True, *, weights: str | os.PathLike | Non
         ``"fcnn1"``, ``"fcnn5"`` or ``"resnet18"`` (``"mnist_fcnn1"`` etc. work too).
     pretrained
         Load trained weights: FCNN-1 and FCNN-5 ship with the package; ResNet18 is trained on
-        first use (minutes to tens of minutes on a CPU) and cached in :func:`models_cache_dir`.
+        first use (about 5 minutes on a 2-core CPU) and cached in :func:`models_cache_dir`.
     weights
         A ``.safetensors`` file (with its card) to load instead.
 
@@ -222,7 +222,7 @@ def load(name: str, pretrained: bool = True, *, weights: str | os.PathLike | Non
                 from .training import train
 
                 print(f"vsfast: no trained {name} in {weights.parent}; training it once, which takes "
-                      "about 15 minutes on a 2-core CPU (an estimate for this machine follows)", flush=True)
+                      "about 5 minutes on a 2-core CPU (an estimate for this machine follows)", flush=True)
                 train(name, out=weights.parent)
     if weights is not None:
         model.card = load_weights(model, weights, name)

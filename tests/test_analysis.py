@@ -1,0 +1,220 @@
+"""vsfast.analyze: per-layer spaces against float64 numpy, signal/residual splits of real inputs,
+both views of a convolution, and the report's tables."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
+
+import vsfast  # noqa: E402
+from vsfast.analysis import layer_matrix  # noqa: E402
+
+
+def projector(rows: np.ndarray) -> np.ndarray:
+    rows = np.asarray(rows, dtype=np.float64)
+    return rows.T @ rows
+
+
+def reference_spaces(w: np.ndarray):
+    """numpy float64: singular values, rank (matrix_rank's rule) and the row-space projector."""
+    w = np.asarray(w, dtype=np.float64)
+    _, s, vh = np.linalg.svd(w)
+    rank = int(np.linalg.matrix_rank(w))
+    return s, rank, projector(vh[:rank])
+
+
+def small_cnn() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(4, 6, 3, padding="same", dilation=2, padding_mode="reflect"), nn.ReLU(),
+        nn.Conv2d(6, 6, 2, stride=2), nn.ReLU(),
+        nn.Flatten(), nn.Linear(6 * 3 * 3, 20), nn.Tanh(), nn.Linear(20, 20), nn.Tanh(), nn.Linear(20, 5),
+    ).double()
+
+
+@pytest.mark.parametrize("conv_view", ["patch", "kernel"])
+def test_spaces_match_float64_numpy_per_layer(conv_view):
+    model = small_cnn()
+    report = vsfast.analyze(model, conv_view=conv_view)
+    names = [name for name, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    assert [layer.name for layer in report] == names
+    for layer in report:
+        w = layer_matrix(model.get_submodule(layer.name), layer.name, conv_view)[0].numpy()
+        s, rank, proj = reference_spaces(w)
+        assert layer.shape == w.shape
+        assert layer.rank == rank and layer.nullity == w.shape[1] - rank
+        np.testing.assert_allclose(layer.singular_values, s, rtol=1e-12, atol=1e-13 * s[0])
+        np.testing.assert_allclose(projector(layer.spaces.signal_rows), proj, atol=1e-10)
+        assert layer.condition_number == pytest.approx(s[0] / s[rank - 1], rel=1e-10)
+
+
+def test_conv_views_have_the_right_shapes():
+    conv = nn.Conv2d(3, 8, (5, 3))
+    patch = vsfast.analyze(conv, conv_view="patch")[0]
+    kernel = vsfast.analyze(conv, conv_view="kernel")[0]
+    assert (patch.kind, patch.view, patch.shape, patch.weight_shape) == ("conv2d", "patch", (8, 45), (8, 3, 5, 3))
+    assert (kernel.view, kernel.shape) == ("kernel", (24, 15))
+
+
+@pytest.mark.parametrize("kwargs", [dict(stride=1, padding=0), dict(stride=2, padding=2, dilation=2),
+                                    dict(stride=(1, 2), padding="valid")])
+def test_patch_view_reproduces_the_convolution(kwargs):
+    torch.manual_seed(1)
+    conv = nn.Conv2d(3, 5, 3, **kwargs).double()
+    x = torch.randn(2, 3, 11, 9, dtype=torch.float64)
+    w = layer_matrix(conv, "conv", "patch")[0]
+    padding = (0, 0) if kwargs.get("padding") == "valid" else kwargs["padding"]
+    patches = F.unfold(x, 3, dilation=kwargs.get("dilation", 1), padding=padding, stride=kwargs["stride"])
+    out = conv(x)
+    from_patches = (w @ patches + conv.bias[:, None]).reshape(out.shape)
+    torch.testing.assert_close(from_patches, out, rtol=1e-12, atol=1e-12)
+
+
+def test_signal_plus_residual_is_the_input_for_every_layer():
+    model = small_cnn()
+    x = torch.rand(7, 1, 12, 12, dtype=torch.float64)
+    for view in ("patch", "kernel"):
+        report = vsfast.analyze(model, x, conv_view=view)
+        for layer in report:
+            parts = layer.inputs
+            assert parts.signal.shape == parts.inputs.shape == parts.residual.shape
+            np.testing.assert_allclose(parts.signal + parts.residual, parts.inputs, atol=1e-12)
+            assert parts.rejected_fraction.shape == (7,)
+            assert np.all((parts.rejected_fraction >= 0) & (parts.rejected_fraction <= 1 + 1e-12))
+    first = vsfast.analyze(model, x)[0].inputs
+    np.testing.assert_array_equal(first.inputs, x.numpy())
+
+
+def test_residual_of_non_overlapping_patches_is_invisible_to_the_layer():
+    # Patches that tile the image: the convolution of the residual image is zero (no bias).
+    torch.manual_seed(2)
+    conv = nn.Conv2d(2, 3, 2, stride=2, bias=False).double()  # 3 outputs < 8 patch values: a null space
+    x = torch.rand(4, 2, 6, 6, dtype=torch.float64)
+    layer = vsfast.analyze(conv, x)[0]
+    assert layer.nullity == 8 - 3
+    residual = torch.from_numpy(layer.inputs.residual)
+    assert conv(residual).abs().max() < 1e-12
+    torch.testing.assert_close(conv(torch.from_numpy(layer.inputs.signal)), conv(x), rtol=1e-12, atol=1e-12)
+
+
+def test_a_layer_that_rejects_a_known_direction_shows_it():
+    rng = np.random.default_rng(3)
+    n = 16
+    d = rng.standard_normal(n)
+    d /= np.linalg.norm(d)
+    w = rng.standard_normal((6, n)) @ (np.eye(n) - np.outer(d, d))  # d is in the null space
+    model = nn.Sequential(nn.Linear(n, 6, bias=False)).double()
+    with torch.no_grad():
+        model[0].weight.copy_(torch.from_numpy(w))
+    e = np.linalg.qr(w.T)[0][:, 0]  # a direction the layer keeps
+    x = np.stack([d, e, 3 * d + 4 * e])
+    layer = vsfast.analyze(model, torch.from_numpy(x))["0"]
+    assert layer.rank == 6 and layer.nullity == n - 6
+    np.testing.assert_allclose(layer.inputs.residual, np.stack([d, 0 * d, 3 * d]), atol=1e-12)
+    np.testing.assert_allclose(layer.rejected_fraction, [1.0, 0.0, 9 / 25], atol=1e-12)
+
+
+def test_equal_shapes_share_a_batched_call_and_stay_distinct():
+    torch.manual_seed(4)
+    model = nn.Sequential(*[nn.Linear(16, 16) for _ in range(3)]).double()
+    with torch.no_grad():
+        model[1].weight[:, :4] = 0  # rank 12
+    report = vsfast.analyze(model)
+    for layer, module in zip(report, model):
+        s, rank, proj = reference_spaces(module.weight.detach().numpy())
+        assert layer.rank == rank
+        np.testing.assert_allclose(layer.singular_values, s, rtol=1e-12, atol=1e-12)
+    assert [layer.rank for layer in report] == [16, 12, 16]
+
+
+def test_top_k_randomized_matches_the_leading_singular_values():
+    torch.manual_seed(5)
+    layer = nn.Linear(300, 200, bias=False).double()
+    rng = np.random.default_rng(5)
+    u, _ = np.linalg.qr(rng.standard_normal((200, 200)))
+    v, _ = np.linalg.qr(rng.standard_normal((300, 200)))
+    s = 2.0 ** -np.arange(200)
+    with torch.no_grad():
+        layer.weight.copy_(torch.from_numpy((u * s) @ v.T))
+    entry = vsfast.analyze(layer, k=10)[0]
+    assert entry.spaces.method == "randomized" and entry.singular_values.shape == (10,)
+    np.testing.assert_allclose(entry.singular_values, s[:10], rtol=1e-10)
+    small = vsfast.analyze(nn.Linear(8, 4), k=10)[0]  # k beyond the layer: all of it, exactly
+    assert small.spaces.method == "exact" and small.singular_values.shape == (4,)
+
+
+def test_float32_weights_within_float32_accuracy():
+    torch.manual_seed(6)
+    layer = nn.Linear(784, 64)
+    entry = vsfast.analyze(layer)[0]
+    assert entry.spaces.dtype == np.float32
+    s, rank, proj = reference_spaces(layer.weight.detach().double().numpy())
+    # Backward-stable SVD: |s_i - s~_i| <= c * eps32 * s_1, c a small multiple of sqrt(size).
+    np.testing.assert_allclose(entry.singular_values, s, atol=50 * np.finfo(np.float32).eps * s[0])
+    assert vsfast.analyze(layer, dtype=np.float64)[0].spaces.dtype == np.float64
+
+
+def test_grouped_convolution_needs_the_kernel_view():
+    conv = nn.Conv2d(4, 8, 3, groups=2)
+    with pytest.raises(ValueError, match="grouped convolution.*conv_view='kernel'"):
+        vsfast.analyze(conv)
+    assert vsfast.analyze(conv, conv_view="kernel")[0].shape == (16, 9)
+
+
+def test_bad_arguments():
+    with pytest.raises(TypeError, match="torch.nn.Module"):
+        vsfast.analyze(np.eye(3))
+    with pytest.raises(ValueError, match="no Linear or Conv2d"):
+        vsfast.analyze(nn.Sequential(nn.ReLU()))
+    with pytest.raises(ValueError, match="conv_view"):
+        vsfast.analyze(nn.Linear(3, 2), conv_view="pixel")
+    with pytest.raises(ValueError, match="cannot run on a batch of shape"):
+        vsfast.analyze(nn.Linear(3, 2), torch.ones(4, 5))
+    with pytest.raises(TypeError, match="floating-point"):
+        vsfast.analyze(nn.Linear(3, 2), torch.ones(4, 3, dtype=torch.int64))
+    with pytest.warns(UserWarning, match="not analysed.*Conv1d"):
+        vsfast.analyze(nn.Sequential(nn.Conv1d(2, 2, 3), nn.Flatten(), nn.Linear(2, 2)))
+
+
+def test_model_mode_is_restored():
+    model = small_cnn().train()
+    vsfast.analyze(model, torch.rand(2, 1, 12, 12, dtype=torch.float64))
+    assert model.training
+
+
+def test_report_tables_and_json(tmp_path):
+    model = small_cnn()
+    report = vsfast.analyze(model, torch.rand(3, 1, 12, 12, dtype=torch.float64))
+    rows = report.to_rows()
+    assert len(rows) == len(report) == 6
+    assert {"layer", "rank", "nullity", "condition_number", "energy_kept", "rejected_fraction_median"} <= rows[0].keys()
+    data = json.loads(report.to_json())
+    assert [entry["layer"] for entry in data["layers"]] == [layer.name for layer in report]
+    assert len(data["layers"][0]["rejected_fraction"]) == 3
+    report.to_csv(tmp_path / "layers.csv")
+    assert (tmp_path / "layers.csv").read_text().splitlines()[0].startswith("layer,kind,view")
+    with pytest.raises(KeyError, match="no analysed layer"):
+        report["nope"]
+
+
+def test_rank_zero_layer_is_reported_not_nan():
+    layer = nn.Linear(5, 3, bias=False)
+    with torch.no_grad():
+        layer.weight.zero_()
+    report = vsfast.analyze(layer, torch.ones(2, 5))
+    entry = report[0]
+    assert entry.rank == 0 and math.isinf(entry.condition_number)
+    np.testing.assert_array_equal(entry.rejected_fraction, [1.0, 1.0])
+    assert json.loads(report.to_json())["layers"][0]["condition_number"] is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report.to_rows()

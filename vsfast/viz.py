@@ -1,0 +1,158 @@
+"""Figures of the vector-space view (matplotlib, Agg backend): each function returns a Figure.
+
+Needs matplotlib (``pip install vsfast[viz]``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = ["conv_kernels", "decomposition", "image_grid", "rejected_samples", "save", "signal_basis", "spectra"]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save(fig, path) -> None:
+    """Write ``fig`` as a PNG and close it."""
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    _plt().close(fig)
+
+
+def image_grid(images: np.ndarray, titles: Sequence[str] | None = None, *, columns: int = 10,
+               title: str | None = None, symmetric: bool = False, size: float = 1.2):
+    """A grid of grey-scale images (N x H x W). ``symmetric``: a diverging colour map centred
+    on 0 with one scale per image, for basis vectors and residuals that take both signs."""
+    plt = _plt()
+    images = np.asarray(images, dtype=np.float64)
+    count = len(images)
+    columns = max(1, min(columns, count))
+    rows = max(1, math.ceil(count / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(size * columns, size * rows + (0.4 if title else 0)),
+                             squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= count:
+            continue
+        if symmetric:
+            bound = float(np.max(np.abs(images[i]))) or 1.0
+            ax.imshow(images[i], cmap="RdBu_r", vmin=-bound, vmax=bound)
+        else:
+            ax.imshow(images[i], cmap="gray")
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def signal_basis(spaces, count: int = 20, image_shape: tuple[int, int] = (28, 28), *, columns: int = 10):
+    """The first ``count`` signal-space basis vectors of a layer as images, by singular value."""
+    rows = np.asarray(spaces.signal_rows, dtype=np.float64)[:count]
+    s = np.asarray(spaces.singular_values)[: len(rows)]
+    return image_grid(rows.reshape(-1, *image_shape), [f"σ{i + 1}={v:.3g}" for i, v in enumerate(s)],
+                      columns=columns, symmetric=True,
+                      title=f"signal space: top {len(rows)} of rank {spaces.rank}")
+
+
+def rejected_samples(spaces, count: int = 10, image_shape: tuple[int, int] = (28, 28), *, seed: int = 0):
+    """Random unit vectors of a layer's rejected space as images: what the layer cannot see."""
+    from .linalg import project
+
+    n = spaces.shape[1]
+    noise = np.random.default_rng(seed).standard_normal((count, n)).astype(spaces.dtype)
+    _, residual = project(noise, spaces)
+    residual = np.asarray(residual, dtype=np.float64)
+    norms = np.linalg.norm(residual, axis=1, keepdims=True)
+    residual = np.divide(residual, norms, out=np.zeros_like(residual), where=norms > 0)
+    return image_grid(residual.reshape(-1, *image_shape), columns=count, symmetric=True,
+                      title=f"rejected space (dimension {spaces.nullity}): random samples")
+
+
+def decomposition(images: np.ndarray, signal: np.ndarray, residual: np.ndarray,
+                  labels: Sequence[Any] | None = None, *, title: str | None = None):
+    """Per input (a column): the image, its signal part and its residual part (rows), with the
+    share of the input's energy in the residual."""
+    plt = _plt()
+    images, signal, residual = (np.asarray(a, dtype=np.float64) for a in (images, signal, residual))
+    count = len(images)
+    fig, axes = plt.subplots(3, count, figsize=(1.2 * count + 0.6, 4.2), squeeze=False)
+    for i in range(count):
+        energy = float(np.sum(images[i] ** 2)) or 1.0
+        bound = float(np.max(np.abs(residual[i]))) or 1.0
+        parts = (("input" if labels is None else f"{labels[i]}", images[i], {"cmap": "gray"}),
+                 ("signal", signal[i], {"cmap": "gray"}),
+                 (f"residual {100 * np.sum(residual[i] ** 2) / energy:.0f} %", residual[i],
+                  {"cmap": "RdBu_r", "vmin": -bound, "vmax": bound}))
+        for ax, (name, img, style) in zip(axes[:, i], parts):
+            ax.imshow(img.squeeze(), **style)
+            ax.set_title(name, fontsize=7)
+            ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def spectra(report, *, columns: int = 4):
+    """Singular values of every analysed layer (log scale), the rank and the condition number."""
+    plt = _plt()
+    layers = list(report)
+    columns = max(1, min(columns, len(layers)))
+    rows = math.ceil(len(layers) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.4 * rows), squeeze=False)
+    for ax in axes.flat[len(layers):]:
+        ax.axis("off")
+    for ax, layer in zip(axes.flat, layers):
+        s = layer.singular_values.astype(np.float64)
+        positive = s > 0
+        ax.semilogy(np.arange(1, s.size + 1)[positive], s[positive], lw=1.2)
+        if 0 < layer.rank <= s.size:
+            ax.axvline(layer.rank, color="tab:red", ls="--", lw=0.8)
+        m, n = layer.shape
+        ax.set_title(f"{layer.name or '(model)'} {m}×{n}\nrank {layer.rank}, cond {layer.condition_number:.3g}",
+                     fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def conv_kernels(weight: Any, kernel_spaces, *, vectors: int = 8):
+    """A first convolution's kernels (input channel 0) and the top singular vectors of the
+    kernel view: the directions the layer's kernels are built from."""
+    plt = _plt()
+    w = np.asarray(weight.detach().cpu() if hasattr(weight, "detach") else weight, dtype=np.float64)
+    kernels = w[:, 0]
+    kh, kw = kernels.shape[-2:]
+    basis = np.asarray(kernel_spaces.signal_rows, dtype=np.float64)[:vectors].reshape(-1, kh, kw)
+    s = np.asarray(kernel_spaces.singular_values, dtype=np.float64)
+    columns = 16
+    grid_rows = math.ceil(len(kernels) / columns)
+    fig = plt.figure(figsize=(columns * 0.6, grid_rows * 0.6 + 1.6))
+    top = fig.add_gridspec(2, 1, height_ratios=[grid_rows, 1.6])
+    kernel_grid = top[0].subgridspec(grid_rows, columns, wspace=0.05, hspace=0.05)
+    for i in range(grid_rows * columns):
+        ax = fig.add_subplot(kernel_grid[i // columns, i % columns])
+        ax.axis("off")
+        if i < len(kernels):
+            bound = float(np.max(np.abs(kernels[i]))) or 1.0
+            ax.imshow(kernels[i], cmap="RdBu_r", vmin=-bound, vmax=bound)
+    vector_grid = top[1].subgridspec(1, len(basis), wspace=0.1)
+    energy = np.sum(s**2) or 1.0
+    for i, vec in enumerate(basis):
+        ax = fig.add_subplot(vector_grid[0, i])
+        ax.axis("off")
+        bound = float(np.max(np.abs(vec))) or 1.0
+        ax.imshow(vec, cmap="RdBu_r", vmin=-bound, vmax=bound)
+        ax.set_title(f"v{i + 1} {100 * s[i] ** 2 / energy:.0f} %", fontsize=7)
+    fig.suptitle(f"{len(kernels)} kernels {kh}×{kw} (top) and the kernel view's top singular vectors (bottom)",
+                 fontsize=9)
+    return fig
