@@ -2,7 +2,8 @@
 
     .venv/bin/python -m pytest benchmarks/ --benchmark-group-by=param:workload
 
-For ratios measured in one run against the GEMM floor, use ``benchmarks/ratios.py``.
+For ratios measured in one run, use ``benchmarks/ratios.py`` (kernels against the GEMM floor
+and torch) and ``benchmarks/analysis.py`` (whole models against numpy and torch).
 """
 
 from __future__ import annotations
@@ -59,3 +60,16 @@ def test_reconstruct_10000(benchmark, impl):
         benchmark(chain.reconstruct, y)
     else:
         benchmark(TorchChain.from_layers(layers).reconstruct, torch.from_numpy(y))
+
+
+@pytest.mark.parametrize("impl", ["vsfast", "torch"])
+def test_analyze_resnet18(benchmark, impl):
+    from analysis import resnet18, weights
+
+    benchmark.group = "exact spaces of every ResNet18 layer"
+    model, _ = resnet18()
+    if impl == "vsfast":
+        benchmark(vsfast.analyze, model)
+    else:
+        mats = weights(model)
+        benchmark(lambda: [torch.linalg.svd(w, full_matrices=False) for w in mats])

@@ -27,6 +27,9 @@ __all__ = ["LayerAnalysis", "LayerInputs", "Report", "analyze", "layer_matrix"]
 
 CONV_VIEWS = ("patch", "kernel")
 
+# Matrices up to this many entries go through the core in batches of equal shapes.
+_BATCHED_ELEMENTS = 1 << 22
+
 
 @dataclass
 class LayerInputs:
@@ -271,13 +274,17 @@ def _decompose(matrices: list[tuple[str, Any]], method: str, k: int | None, dtyp
         w = w.cpu() if dtype is None else w.cpu().to(getattr(torch, np.dtype(dtype).name))
         if w.dtype not in (torch.float32, torch.float64):
             w = w.float()
-        groups[(tuple(w.shape), w.dtype)].append((name, w))
+        # A large matrix keeps every thread busy alone: batching it would only cost a copy.
+        key = (tuple(w.shape), w.dtype) if w.numel() <= _BATCHED_ELEMENTS else (name,)
+        groups[key].append((name, w))
     bar = _progress(len(matrices), progress)
     result = {}
-    for (shape, _), members in groups.items():
+    for members in groups.values():
+        shape = tuple(members[0][1].shape)
         layer_k = None if k is None else min(k, *shape)
-        stack = torch.stack([w for _, w in members])
-        for (name, _), sp in zip(members, spaces(stack, k=layer_k, method=method)):
+        batch = members[0][1] if len(members) == 1 else torch.stack([w for _, w in members])
+        found = spaces(batch, k=layer_k, method=method)
+        for (name, _), sp in zip(members, found if isinstance(found, list) else [found]):
             result[name] = sp
         bar.update(len(members))
     bar.close()
