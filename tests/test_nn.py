@@ -58,3 +58,9 @@ def test_chain_layers_reads_parameters():
 def test_chain_layers_refuses_non_invertible(model, match):
     with pytest.raises(ValueError, match=match):
         chain_layers(model)
+
+
+def test_chain_layers_keeps_a_module_used_twice():
+    act = nn.Tanh()  # one instance between both pairs of layers
+    model = nn.Sequential(nn.Linear(6, 5), act, nn.Linear(5, 4), act, nn.Linear(4, 3))
+    assert [spec for _, _, spec in chain_layers(model)] == ["tanh", "tanh", "identity"]

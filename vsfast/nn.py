@@ -36,7 +36,8 @@ def chain_layers(model: Any, *, dtype: Any = None) -> list[tuple[Any, Any, Any]]
     """
     from torch import nn
 
-    modules = list(model.children()) if isinstance(model, nn.Sequential) else None
+    # Iterating a Sequential yields every entry, a module used twice included (children() would not).
+    modules = list(model) if isinstance(model, nn.Sequential) else None
     if not modules:
         raise ValueError(f"model: expected an nn.Sequential of Linear layers and activations, got "
                          f"{type(model).__name__}")

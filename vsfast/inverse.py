@@ -1,0 +1,495 @@
+"""Inputs that make a network produce chosen outputs.
+
+>>> targets = class_targets(outputs_on_training_data, labels)      # the paper's per-class targets
+>>> result = invert(model, targets, reference="class-mean")
+>>> result.inputs, result.error, result.predicted
+
+``method="pinv"`` walks an invertible chain (Linear layers and invertible activations) backwards
+through the core's chained pseudoinverse: exact, and the first layer's rejected space is free for
+a reference image. When that preimage leaves an activation's range somewhere (a SELU output below
+-lambda*alpha, say), the rejected spaces of the other layers hold the way out: a least-squares fit
+of the outputs from the reference finds an input on an in-range branch, and the chained
+pseudoinverse with that input's own activations in every layer's rejected space makes it exact.
+``method="optimize"`` searches any differentiable model's input by gradient steps inside the
+pixel box.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ._arrays import check_int, check_tolerance
+from .linalg import Chain, RangeWarning, pinv
+
+__all__ = ["Inversion", "class_targets", "invert", "onehot_targets"]
+
+METHODS = ("auto", "pinv", "optimize")
+
+
+@dataclass
+class Inversion:
+    """The result of :func:`invert`, one row per target.
+
+    inputs : (N, *input shape) numpy array, in the computation's dtype.
+    outputs : (N, outputs) the model's outputs at ``inputs`` (float64).
+    error : (N,) relative output error ||f(x) - y|| / ||y||.
+    method : "pinv" or "optimize".
+    iterations : (N,) optimiser iterations spent on each target (0: the chain alone was exact).
+    clamped : per layer, the entries of the direct chained preimage that fell outside an
+        activation's range (pinv); empty for optimize.
+    tol : the relative error at which a target counts as reached.
+    """
+
+    inputs: np.ndarray
+    outputs: np.ndarray
+    error: np.ndarray
+    method: str
+    iterations: np.ndarray
+    clamped: tuple[int, ...] = ()
+    tol: float = 1e-4
+
+    @property
+    def predicted(self) -> np.ndarray:
+        return self.outputs.argmax(axis=1)
+
+    @property
+    def reached(self) -> np.ndarray:
+        return self.error <= self.tol
+
+
+# ----------------------------------------------------------------------------- targets
+
+
+def class_targets(outputs: Any, labels: Any, *, low: float = 0.0, high: float = 100.0) -> np.ndarray:
+    """Per class c, the target output vector of the paper: output c at the ``high`` percentile
+    of its values on the training examples of class c, every other output at the ``low``
+    percentile of its values on those examples (``high=100, low=0``: the maximum and the minimum,
+    the paper's choice). ``high`` may be an array of percentiles: then one target per class and
+    percentile (row ``c * len(high) + i``), with ``low = 100 - high`` unless given.
+
+    Returns an (classes * len(high), classes) float64 array.
+    """
+    outputs = np.asarray(outputs, dtype=np.float64)
+    labels = np.asarray(labels)
+    if outputs.ndim != 2 or labels.shape != (len(outputs),):
+        raise ValueError(f"outputs, labels: expected N x classes and N labels, got {outputs.shape} and {labels.shape}")
+    classes = outputs.shape[1]
+    highs = np.atleast_1d(np.asarray(high, dtype=np.float64))
+    lows = 100 - highs if np.ndim(high) and low == 0.0 else np.broadcast_to(np.float64(low), highs.shape)
+    if np.any((highs < 0) | (highs > 100) | (lows < 0) | (lows > 100)):
+        raise ValueError("low, high: percentiles must lie in [0, 100]")
+    targets = np.empty((classes, len(highs), classes))
+    for c in range(classes):
+        own = outputs[labels == c]
+        if not len(own):
+            raise ValueError(f"labels: no example of class {c}")
+        for i, (lo, hi) in enumerate(zip(lows, highs)):
+            targets[c, i] = np.percentile(own, lo, axis=0)
+            targets[c, i, c] = np.percentile(own[:, c], hi)
+    return targets.reshape(-1, classes)
+
+
+def onehot_targets(classes: int = 10, *, high: float = 10.0, low: float = -10.0) -> np.ndarray:
+    """One target per class: ``high`` for the class's output, ``low`` for the others."""
+    classes = check_int(classes, "classes", low=1)
+    targets = np.full((classes, classes), float(low))
+    np.fill_diagonal(targets, float(high))
+    return targets
+
+
+# ----------------------------------------------------------------------------- inversion
+
+
+def invert(model: Any, targets: Any, *, method: str = "auto", reference: Any = None, data: Any = None,
+           dtype: Any = np.float64, tol: float = 1e-4, max_iter: int = 500, lr: float = 0.05,
+           optimizer: str = "adam", box: tuple[float, float] | None = (0.0, 1.0),
+           progress: bool = False) -> Inversion:
+    """Inputs whose outputs through ``model`` are ``targets``.
+
+    Parameters
+    ----------
+    model : torch.nn.Module on the CPU. For ``"pinv"``: an ``nn.Sequential`` of Linear layers
+        and invertible activations (a leading Flatten allowed), see
+        :func:`vsfast.nn.chain_layers`.
+    targets : (N, outputs) array or tensor.
+    method : ``"pinv"``, ``"optimize"`` or ``"auto"`` (pinv when the model is an invertible
+        chain, else optimize).
+    reference : None (pinv: the minimum-norm answer; optimize: starts from mid-grey), an input
+        (one, or one per target), ``"class-mean"`` (the mean training input of each target's
+        class, its largest output) or ``"nearest"`` (the training input of that class whose
+        output is nearest the target). pinv puts it in the first layer's rejected space;
+        optimize starts from it.
+    data : (inputs, labels) for the string references; default the MNIST training set.
+    dtype : computation dtype, float64 (default) or float32.
+    tol : relative output error at which a target counts as reached (optimize, and the range
+        repair of pinv).
+    max_iter : optimiser iterations at most.
+    lr, optimizer : optimize: the step size and ``"adam"`` or ``"lbfgs"``.
+    box : optimize: the (low, high) bounds of every input value, kept by projection after each
+        step (None: unbounded). pinv ignores it: its answer is exact, not boxed.
+    progress : show a progress bar (optimize).
+
+    Returns
+    -------
+    Inversion
+
+    Raises
+    ------
+    ValueError : unknown method, a model that is not an invertible chain with ``method="pinv"``,
+        targets of the wrong width, a reference of the wrong shape.
+    """
+    import torch
+
+    if method not in METHODS:
+        raise ValueError(f"method: expected one of {', '.join(METHODS)}, got {method!r}")
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
+    tol = check_tolerance(tol, "tol")
+    max_iter = check_int(max_iter, "max_iter", low=0)
+    y = _targets(targets)
+    if method == "auto":
+        method = "pinv" if _is_chain(model) else "optimize"
+    ref = _reference(model, reference, y, data, dtype)
+    if method == "pinv":
+        return _invert_pinv(model, y, ref, dtype, tol, max_iter)
+    if optimizer not in ("adam", "lbfgs"):
+        raise ValueError(f"optimizer: expected 'adam' or 'lbfgs', got {optimizer!r}")
+    if box is not None and not (len(box) == 2 and box[0] < box[1]):
+        raise ValueError(f"box: expected (low, high) with low < high, got {box!r}")
+    return _invert_optimize(model, y, ref, dtype, tol, max_iter, lr, optimizer, box, progress)
+
+
+def _targets(targets: Any) -> np.ndarray:
+    y = np.asarray(targets.detach().cpu() if hasattr(targets, "detach") else targets)
+    if y.dtype.kind not in "fiu":
+        raise TypeError(f"targets: expected real numbers, got {y.dtype}")
+    y = y.astype(np.float64)
+    if y.ndim == 1:
+        y = y[None]
+    if y.ndim != 2 or y.shape[0] == 0 or y.shape[1] == 0:
+        raise ValueError(f"targets: expected a non-empty N x outputs array, got shape {y.shape}")
+    if not np.all(np.isfinite(y)):
+        raise ValueError("targets: contains NaN or inf")
+    return y
+
+
+def _is_chain(model) -> bool:
+    from .nn import chain_layers
+
+    try:
+        chain_layers(model)
+    except ValueError:
+        return False
+    return True
+
+
+def _input_shape(model) -> tuple[int, ...]:
+    """The shape of one input: the first layer's inputs, as images when the model flattens them."""
+    from torch import nn
+
+    first = next((m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))), None)
+    if first is None:
+        raise ValueError("model: no Linear or Conv2d layer to take the input size from")
+    if isinstance(first, nn.Linear):
+        return (1, 28, 28) if first.in_features == 784 else (first.in_features,)
+    return (first.in_channels, 28, 28)
+
+
+def _reference(model, reference, y: np.ndarray, data, dtype) -> np.ndarray | None:
+    """The reference as an (N, *input shape) array, or None."""
+    if reference is None:
+        return None
+    shape = _input_shape(model)
+    if isinstance(reference, str):
+        if reference not in ("class-mean", "nearest"):
+            raise ValueError(f"reference: expected an input, 'class-mean' or 'nearest', got {reference!r}")
+        images, labels = _training_data(data)
+        classes = y.argmax(axis=1)
+        if reference == "class-mean":
+            means = {c: images[labels == c].mean(axis=0) for c in set(classes.tolist())}
+            ref = np.stack([means[c] for c in classes])
+        else:
+            ref = _nearest(model, images, labels, y, classes)
+    else:
+        ref = np.asarray(reference.detach().cpu() if hasattr(reference, "detach") else reference)
+        if ref.dtype.kind not in "fiu":
+            raise TypeError(f"reference: expected real numbers, got {ref.dtype}")
+    size = math.prod(shape)
+    if ref.size == size:
+        ref = np.broadcast_to(ref.reshape(shape), (len(y), *shape))
+    elif ref.size != len(y) * size or len(ref) != len(y):
+        raise ValueError(f"reference: expected one input of shape {shape} or one per target ({len(y)}), "
+                         f"got shape {ref.shape}")
+    ref = np.array(ref, dtype=dtype).reshape(len(y), *shape)
+    if not np.all(np.isfinite(ref)):
+        raise ValueError("reference: contains NaN or inf")
+    return ref
+
+
+def _training_data(data) -> tuple[np.ndarray, np.ndarray]:
+    if data is None:
+        from . import data as mnist_data
+
+        return mnist_data.mnist("train")
+    try:
+        images, labels = data
+    except (TypeError, ValueError):
+        raise ValueError("data: expected an (inputs, labels) pair") from None
+    images = np.asarray(images.detach().cpu() if hasattr(images, "detach") else images, dtype=np.float32)
+    labels = np.asarray(labels.detach().cpu() if hasattr(labels, "detach") else labels)
+    if len(images) != len(labels):
+        raise ValueError(f"data: {len(images)} inputs but {len(labels)} labels")
+    return images, labels
+
+
+def _model_outputs(model, images: np.ndarray, batch: int = 2000) -> np.ndarray:
+    import torch
+
+    parameter = next(model.parameters())
+    with torch.no_grad():
+        return np.concatenate([model(torch.as_tensor(images[i:i + batch]).to(parameter.dtype)).double().numpy()
+                               for i in range(0, len(images), batch)])
+
+
+def _nearest(model, images, labels, y, classes) -> np.ndarray:
+    chosen = []
+    cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for target, c in zip(y, classes):
+        if c not in cache:
+            members = images[labels == c]
+            if not len(members):
+                raise ValueError(f"data: no example of class {c} for reference='nearest'")
+            cache[c] = (members, _model_outputs(model, members))
+        members, outputs = cache[c]
+        chosen.append(members[np.argmin(np.linalg.norm(outputs - target, axis=1))])
+    return np.stack(chosen)
+
+
+def _relative_error(outputs: np.ndarray, y: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(y, axis=1)
+    return np.linalg.norm(outputs - y, axis=1) / np.where(norms > 0, norms, 1.0)
+
+
+# ----------------------------------------------------------------------------- pinv
+
+
+def _invert_pinv(model, y: np.ndarray, ref: np.ndarray | None, dtype, tol: float, max_iter: int) -> Inversion:
+    import torch
+
+    from .nn import chain_layers
+
+    layers = chain_layers(model, dtype=getattr(torch, dtype.name))
+    chain = Chain(layers)
+    if y.shape[1] != chain.output_dim:
+        raise ValueError(f"targets: expected rows of {chain.output_dim} outputs, got shape {y.shape}")
+    shape = _input_shape(model) if ref is None else ref.shape[1:]
+    yt = y.astype(dtype)
+    flat_ref = None if ref is None else ref.reshape(len(y), -1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RangeWarning)
+        direct = chain.reconstruct(yt, reference=flat_ref)
+    x = np.array(direct.inputs)
+    error = _relative_error(chain.forward(x).astype(np.float64), y)
+    iterations = np.zeros(len(y), dtype=np.int64)
+    # The direct chain is exact to rounding wherever it stayed in range; the rest is repaired.
+    stray = np.flatnonzero(error > min(tol, 1000 * np.finfo(dtype).eps))
+    if len(stray) and any(direct.clamped):
+        warnings.warn(f"the chained preimage of {len(stray)} target(s) leaves the activation range "
+                      f"(entries clamped per layer: {list(direct.clamped)}); searching the rejected spaces "
+                      "for an in-range preimage", RangeWarning, stacklevel=3)
+        start = np.zeros_like(x[stray]) if flat_ref is None else flat_ref[stray]  # min-norm: nearest 0
+        found, steps = _repair(layers, chain.activations, start.astype(np.float64), y[stray], tol, max_iter)
+        x[stray] = found
+        iterations[stray] = steps
+        error = _relative_error(chain.forward(x).astype(np.float64), y)
+        if np.any(error > tol):
+            warnings.warn(f"{int(np.sum(error > tol))} target(s) not reached to a relative error of {tol:g}: "
+                          "they may lie outside what the network can output", RangeWarning, stacklevel=3)
+    outputs = chain.forward(x).astype(np.float64)
+    return Inversion(x.reshape(len(y), *shape), outputs, error, "pinv", iterations, tuple(direct.clamped), tol)
+
+
+def _torch_activation(name: str, param: float):
+    from torch.nn import functional as F
+
+    return {
+        "identity": lambda z: z, "selu": F.selu, "tanh": F.tanh, "sigmoid": F.sigmoid,
+        "elu": lambda z: F.elu(z, alpha=param), "leaky_relu": lambda z: F.leaky_relu(z, param),
+    }[name]
+
+
+def _repair(layers, activations, start: np.ndarray, y: np.ndarray, tol: float,
+            max_iter: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs whose chain outputs are y and that lie close to ``start`` (the reference, or 0 for
+    the minimum-norm answer), searched in float64 through the forward map alone, which never
+    leaves an activation's range:
+
+    1. L-BFGS on the relative output error, from ``start``, finds an in-range branch;
+    2. Gauss-Newton steps with the pseudoinverse of each target's Jacobian make it exact;
+    3. damped Gauss-Newton steps of min ||x - start|| subject to f(x) = y (each re-made exact by
+       step 2, and kept only if closer) pull it back towards ``start`` along the preimage.
+    """
+    import torch
+
+    params = [(torch.as_tensor(w, dtype=torch.float64), None if b is None else torch.as_tensor(b, dtype=torch.float64),
+               _torch_activation(name, param)) for (w, b, _), (name, param) in zip(layers, activations)]
+
+    def forward(x):  # one input (for the Jacobian) or a batch of rows
+        for w, b, act in params:
+            z = x @ w.T
+            x = act(z if b is None else z + b)
+        return x
+
+    jacobian = torch.func.vmap(torch.func.jacrev(forward))
+    target = torch.from_numpy(y)
+    scale = target.norm(dim=1).clamp(min=1e-300)
+    center = torch.from_numpy(start)
+
+    def errors(x):
+        return (forward(x) - target).norm(dim=1) / scale
+
+    def solve(jac, rhs):  # minimum-norm solutions of jac @ dx = rhs, per target
+        return torch.einsum("bnm,bm->bn", pinv(jac), rhs)
+
+    def polish(x, steps=8):
+        for _ in range(steps):
+            if float(errors(x).max()) <= 1e-14:
+                break
+            x = x + solve(jacobian(x), target - forward(x))
+        return x
+
+    def branch(start):  # steps 1 and 2
+        x = start.clone().requires_grad_(True)
+        opt = torch.optim.LBFGS([x], lr=1, max_iter=_LBFGS_INNER, history_size=50, tolerance_grad=1e-20,
+                                tolerance_change=1e-30, line_search_fn="strong_wolfe")
+
+        def loss_fn():
+            opt.zero_grad()
+            loss = (errors(x) ** 2).sum()
+            loss.backward()
+            return loss
+
+        spent = 0
+        while spent < max_iter:
+            opt.step(loss_fn)
+            spent += _LBFGS_INNER
+            with torch.no_grad():
+                if float(errors(x).max()) <= min(tol, 1e-3):  # where Gauss-Newton converges
+                    break
+        with torch.no_grad():
+            return polish(x.detach()), spent
+
+    def closest(x, center):  # step 3
+        exact = errors(x) <= 1e-12
+        step = torch.ones(len(y), 1, dtype=torch.float64)
+        for spent in range(1, _CLOSEST_POINT_STEPS + 1):
+            jac = jacobian(x)
+            linearised = center + solve(jac, target - forward(x) + torch.einsum("bmn,bn->bm", jac, x - center))
+            trial = polish(x + step * (linearised - x), steps=4)
+            better = exact & (errors(trial) <= 1e-12) & ((trial - center).norm(dim=1) < (x - center).norm(dim=1))
+            x = torch.where(better[:, None], trial, x)
+            step = torch.where(better[:, None], torch.clamp(2 * step, max=1.0), step / 2)
+            if float(step.max()) < 1e-3:
+                break
+        return x, spent
+
+    # The preimage is not convex: a branch found from the reference can lie farther from it than
+    # the minimum-norm answer does. So that answer (found from 0) is pulled towards the reference
+    # too, and the closer of the two exact results wins.
+    origin = torch.zeros_like(center)
+    x, iterations = branch(origin)
+    with torch.no_grad():
+        best, spent = closest(x, origin)
+        iterations += spent
+        if not center.any():
+            return best.numpy(), np.full(len(y), iterations)
+        best, spent = closest(best, center)
+        iterations += spent
+    x, spent = branch(center)
+    with torch.no_grad():
+        x, refined = closest(x, center)
+        iterations += spent + refined
+        keep = (errors(x) <= 1e-12) & ((x - center).norm(dim=1) < (best - center).norm(dim=1))
+        best = torch.where(keep[:, None], x, best)
+    return best.numpy(), np.full(len(y), iterations)
+
+
+# Damped steps towards the reference at most; each costs a Jacobian and a few Gauss-Newton steps.
+_CLOSEST_POINT_STEPS = 60
+# L-BFGS iterations between two checks of the output error.
+_LBFGS_INNER = 25
+
+
+# ----------------------------------------------------------------------------- optimize
+
+
+def _invert_optimize(model, y, ref, dtype, tol, max_iter, lr, optimizer, box, progress) -> Inversion:
+    import torch
+    from tqdm.auto import tqdm
+
+    import copy
+
+    shape = _input_shape(model) if ref is None else ref.shape[1:]
+    tdtype = getattr(torch, dtype.name)
+    net = model if next(model.parameters()).dtype == tdtype else copy.deepcopy(model).to(tdtype)
+    was_training = net.training
+    net.eval()
+    start = np.full((len(y), *shape), 0.5 if box is None else (box[0] + box[1]) / 2) if ref is None else ref
+    x = torch.tensor(start, dtype=tdtype)
+    if box is not None:
+        x.clamp_(*box)
+    x.requires_grad_(True)
+    target = torch.from_numpy(y).to(tdtype)
+    scale = target.norm(dim=1).clamp(min=1e-12)
+    iterations = np.full(len(y), max_iter, dtype=np.int64)
+    active = torch.ones(len(y), dtype=torch.bool)
+    reached = x.detach().clone()  # the inputs of the targets already reached
+
+    def errors():
+        return (net(x) - target).norm(dim=1) / scale
+
+    opt = (torch.optim.Adam([x], lr=lr) if optimizer == "adam" else
+           torch.optim.LBFGS([x], lr=1, max_iter=1, history_size=20, line_search_fn="strong_wolfe"))
+    bar = tqdm(total=max_iter, desc="invert", unit="step", disable=not progress, leave=False)
+    try:
+        for step in range(max_iter):
+            def closure():
+                opt.zero_grad()
+                err = errors()
+                loss = (err[active] ** 2).sum()
+                # The gradient for x alone: the model's parameters are left as they are.
+                (grad,) = torch.autograd.grad(loss, x)
+                grad[~active] = 0  # reached targets stay where they are
+                x.grad = grad
+                return loss
+
+            opt.step(closure)
+            with torch.no_grad():
+                if box is not None:
+                    x.clamp_(*box)
+                x[~active] = reached[~active]  # Adam's momentum would move them on
+                err = errors()
+            done = active & (err <= tol)
+            iterations[done.numpy()] = step + 1
+            with torch.no_grad():
+                reached[done] = x[done]
+            active &= ~done
+            bar.set_postfix(worst=f"{float(err.max()):.2e}", left=int(active.sum()), refresh=False)
+            bar.update()
+            if not active.any():
+                break
+    finally:
+        bar.close()
+        net.train(was_training)
+    with torch.no_grad():
+        outputs = net(x).double().numpy()
+    inputs = x.detach().numpy()
+    return Inversion(inputs, outputs, _relative_error(outputs, y), "optimize", iterations, (), tol)
