@@ -49,3 +49,13 @@ def rank_bounds(w: np.ndarray, rtol: float | None = None) -> tuple[int, int]:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(20240201)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked slow run only when asked for: ``-m slow``."""
+    if "slow" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="long run (minutes on a 2-core CPU): run with -m slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

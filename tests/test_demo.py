@@ -24,13 +24,17 @@ def test_demo_writes_a_consistent_summary_and_report(tmp_path, capsys):
     assert fcnn1["layers"][0]["nullity"] == 774
     # A 10-dimensional signal space of 784 leaves most of a digit's energy in the rejected space.
     assert 0.5 < fcnn1["layers"][0]["rejected_fraction_median"] < 1.0
-    for inverse in fcnn1["inverse"].values():
-        assert inverse["relative_output_error_float64"] < 1e-10
-        assert inverse["predicted"] == list(range(10))
-        assert inverse["clamped_per_layer"] == [0]
-    inv = fcnn1["inverse"]
-    assert inv["class_mean_reference"]["distance_to_class_mean"] < inv["minimum_norm"]["distance_to_class_mean"]
+    for model in (fcnn1, fcnn5):
+        for inverse in model["inverse"].values():
+            assert inverse["method"] == "pinv"
+            assert inverse["relative_output_error_max"] < 1e-10
+            assert inverse["relative_output_error_float32_model"] < 1e-4
+            assert inverse["predicted"] == list(range(10))
+        inv = model["inverse"]
+        assert inv["class-mean"]["distance_to_class_mean"] < inv["minimum-norm"]["distance_to_class_mean"]
+    assert fcnn1["inverse"]["minimum-norm"]["clamped_per_layer"] == [0]
     page = (tmp_path / "report.html").read_text()
-    assert page.count("data:image/png;base64,") >= 9
-    for name in ("fcnn1_spectra.png", "fcnn5_decomposition.png", "fcnn1_inverse.png", "fcnn5_layers.csv"):
+    assert page.count("data:image/png;base64,") >= 12
+    for name in ("fcnn1_spectra.png", "fcnn5_decomposition.png", "fcnn1_inverse_class-mean.png",
+                 "fcnn5_inverse_minimum-norm.png", "fcnn5_layers.csv", "fcnn5_inverse.json"):
         assert (tmp_path / name).stat().st_size > 500

@@ -225,3 +225,32 @@ def test_bad_arguments():
         invert(model, np.zeros((2, 5)), reference="median")
     with pytest.raises(ValueError, match="box"):
         invert(model, np.zeros((2, 5)), method="optimize", box=(1, 0))
+
+
+def test_optimize_handles_batch_norm_in_eval_mode():
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Conv2d(1, 4, 5, stride=3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(4 * 8 * 8, 10))
+    model.train()
+    model(torch.rand(32, 1, 28, 28))  # batch-norm statistics away from their initial values
+    stats = model[1].running_mean.clone()
+    y = torch_outputs(model.eval(), torch.rand(4, 1, 28, 28))
+    result = invert(model.train(), y, tol=1e-3, max_iter=3000, lr=0.02)
+    assert result.method == "optimize" and np.all(result.reached)
+    assert model.training and torch.equal(model[1].running_mean, stats)  # mode and statistics kept
+
+
+@pytest.mark.slow
+@needs_mnist
+def test_resnet18_optimize_reaches_the_class_of_1000_targets(mnist_train):
+    from vsfast import models
+
+    images, labels = mnist_train
+    model = models.load("resnet18")
+    sample = np.random.default_rng(0).choice(len(images), 10_000, replace=False)
+    targets = class_targets(torch_outputs(model, images[sample]), labels[sample], high=np.linspace(50, 99, 100))
+    result = invert(model, targets, reference="class-mean", data=mnist_train, max_iter=200, tol=1e-2)
+    predicted = torch_outputs(model, result.inputs).argmax(axis=1)
+    assert np.mean(predicted == np.repeat(np.arange(10), 100)) >= 0.99
+    assert np.median(result.error) < 0.1
+    assert result.inputs.min() >= 0 and result.inputs.max() <= 1

@@ -280,9 +280,7 @@ def test_resnet18_is_trained_once_then_cached(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_resnet18_full_training(real_root, tmp_path, request):
-    if "slow" not in (request.config.getoption("markexpr") or ""):
-        pytest.skip("trains ResNet18 in full (about 5 minutes on a 2-core CPU): run with -m slow")
+def test_resnet18_full_training(real_root, tmp_path):
     net, card = models.train("resnet18", out=tmp_path, data_root=real_root)
     assert card["test_accuracy"] >= 0.99
     loaded = models.load("resnet18", weights=tmp_path / "resnet18.safetensors")

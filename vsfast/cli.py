@@ -30,6 +30,21 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_invert(args: argparse.Namespace) -> int:
+    from vsfast import data
+    from vsfast.report import invert_model, write_html
+
+    images, labels = data.mnist("train")
+    references = None if args.reference is None else tuple(None if r == "none" else r for r in args.reference)
+    section = invert_model(args.name, args.out, images, labels, references=references, max_iter=args.max_iter,
+                           progress=True)
+    page = write_html(Path(args.out) / "report.html", f"vsfast: inputs for chosen outputs of {args.name}", [section])
+    for paragraph in section.paragraphs:
+        print(paragraph)
+    print(f"report: {page.resolve()}")
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from vsfast.models import train
 
@@ -59,6 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--conv-view", choices=["patch", "kernel"], default="patch",
                          help="convolutions as patch maps or as stacks of kernels (default: %(default)s)")
     analyze.set_defaults(func=_cmd_analyze)
+
+    invert = sub.add_parser("invert", help="inputs that make an MNIST network produce the paper's per-class targets")
+    invert.add_argument("name", choices=["fcnn1", "fcnn5", "resnet18"], help="which network")
+    invert.add_argument("--out", default="vsfast-inverse", help="output directory (default: %(default)s)")
+    invert.add_argument("--reference", action="append", choices=["none", "class-mean", "nearest"],
+                        help="reference image(s), repeatable (default: none and class-mean for invertible chains, "
+                             "class-mean otherwise)")
+    invert.add_argument("--max-iter", type=int, default=200, help="optimiser iterations at most (default: %(default)s)")
+    invert.set_defaults(func=_cmd_invert)
 
     train = sub.add_parser("train", help="train an MNIST network and write its weights and card")
     train.add_argument("name", choices=["fcnn1", "fcnn5", "resnet18"], help="which network")

@@ -7,9 +7,8 @@
 ``method="pinv"`` walks an invertible chain (Linear layers and invertible activations) backwards
 through the core's chained pseudoinverse: exact, and the first layer's rejected space is free for
 a reference image. When that preimage leaves an activation's range somewhere (a SELU output below
--lambda*alpha, say), the rejected spaces of the other layers hold the way out: a least-squares fit
-of the outputs from the reference finds an input on an in-range branch, and the chained
-pseudoinverse with that input's own activations in every layer's rejected space makes it exact.
+-lambda*alpha, say), the target is solved for through the forward map instead, which never leaves
+a range: Gauss-Newton steps with the pseudoinverse of the chain's Jacobian, from the reference.
 ``method="optimize"`` searches any differentiable model's input by gradient steps inside the
 pixel box.
 """
@@ -26,7 +25,7 @@ import numpy as np
 from ._arrays import check_int, check_tolerance
 from .linalg import Chain, RangeWarning, pinv
 
-__all__ = ["Inversion", "class_targets", "invert", "onehot_targets"]
+__all__ = ["Inversion", "class_targets", "invert", "model_outputs", "onehot_targets"]
 
 METHODS = ("auto", "pinv", "optimize")
 
@@ -105,8 +104,9 @@ def onehot_targets(classes: int = 10, *, high: float = 10.0, low: float = -10.0)
 # ----------------------------------------------------------------------------- inversion
 
 
-def invert(model: Any, targets: Any, *, method: str = "auto", reference: Any = None, data: Any = None,
-           dtype: Any = np.float64, tol: float = 1e-4, max_iter: int = 500, lr: float = 0.05,
+def invert(model: Any, targets: Any, *, method: str = "auto", reference: Any = None,
+           reference_layers: str = "first", data: Any = None,
+           dtype: Any = None, tol: float = 1e-4, max_iter: int = 500, lr: float = 0.05,
            optimizer: str = "adam", box: tuple[float, float] | None = (0.0, 1.0),
            progress: bool = False) -> Inversion:
     """Inputs whose outputs through ``model`` are ``targets``.
@@ -124,8 +124,13 @@ def invert(model: Any, targets: Any, *, method: str = "auto", reference: Any = N
         class, its largest output) or ``"nearest"`` (the training input of that class whose
         output is nearest the target). pinv puts it in the first layer's rejected space;
         optimize starts from it.
+    reference_layers : pinv: ``"first"`` fills only the first layer's rejected space with the
+        reference; ``"all"`` fills every layer's with the reference's own activations there, so
+        the hidden values resemble the reference's too (the chain then stays in range for targets
+        near the reference's outputs, see :meth:`vsfast.Chain.reconstruct`).
     data : (inputs, labels) for the string references; default the MNIST training set.
-    dtype : computation dtype, float64 (default) or float32.
+    dtype : computation dtype, float32 or float64; default float64 for pinv (exact answers),
+        the model's own for optimize.
     tol : relative output error at which a target counts as reached (optimize, and the range
         repair of pinv).
     max_iter : optimiser iterations at most.
@@ -149,17 +154,21 @@ def invert(model: Any, targets: Any, *, method: str = "auto", reference: Any = N
         raise ValueError(f"method: expected one of {', '.join(METHODS)}, got {method!r}")
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    if method == "auto":
+        method = "pinv" if _is_chain(model) else "optimize"
+    if dtype is None:
+        dtype = np.float64 if method == "pinv" else _parameter_dtype(model)
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
         raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
     tol = check_tolerance(tol, "tol")
     max_iter = check_int(max_iter, "max_iter", low=0)
     y = _targets(targets)
-    if method == "auto":
-        method = "pinv" if _is_chain(model) else "optimize"
     ref = _reference(model, reference, y, data, dtype)
+    if reference_layers not in ("first", "all"):
+        raise ValueError(f"reference_layers: expected 'first' or 'all', got {reference_layers!r}")
     if method == "pinv":
-        return _invert_pinv(model, y, ref, dtype, tol, max_iter)
+        return _invert_pinv(model, y, ref, reference_layers, dtype, tol, max_iter)
     if optimizer not in ("adam", "lbfgs"):
         raise ValueError(f"optimizer: expected 'adam' or 'lbfgs', got {optimizer!r}")
     if box is not None and not (len(box) == 2 and box[0] < box[1]):
@@ -179,6 +188,12 @@ def _targets(targets: Any) -> np.ndarray:
     if not np.all(np.isfinite(y)):
         raise ValueError("targets: contains NaN or inf")
     return y
+
+
+def _parameter_dtype(model) -> np.dtype:
+    parameter = next(model.parameters(), None)
+    return np.dtype(np.float64) if parameter is not None and parameter.dtype.is_floating_point and \
+        parameter.element_size() == 8 else np.dtype(np.float32)
 
 
 def _is_chain(model) -> bool:
@@ -250,7 +265,8 @@ def _training_data(data) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def _model_outputs(model, images: np.ndarray, batch: int = 2000) -> np.ndarray:
+def model_outputs(model, images: np.ndarray, batch: int = 2000) -> np.ndarray:
+    """The model's outputs (float64) for a batch of inputs, computed in slices without gradients."""
     import torch
 
     parameter = next(model.parameters())
@@ -267,7 +283,7 @@ def _nearest(model, images, labels, y, classes) -> np.ndarray:
             members = images[labels == c]
             if not len(members):
                 raise ValueError(f"data: no example of class {c} for reference='nearest'")
-            cache[c] = (members, _model_outputs(model, members))
+            cache[c] = (members, model_outputs(model, members))
         members, outputs = cache[c]
         chosen.append(members[np.argmin(np.linalg.norm(outputs - target, axis=1))])
     return np.stack(chosen)
@@ -281,7 +297,8 @@ def _relative_error(outputs: np.ndarray, y: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- pinv
 
 
-def _invert_pinv(model, y: np.ndarray, ref: np.ndarray | None, dtype, tol: float, max_iter: int) -> Inversion:
+def _invert_pinv(model, y: np.ndarray, ref: np.ndarray | None, reference_layers: str, dtype, tol: float,
+                 max_iter: int) -> Inversion:
     import torch
 
     from .nn import chain_layers
@@ -295,7 +312,7 @@ def _invert_pinv(model, y: np.ndarray, ref: np.ndarray | None, dtype, tol: float
     flat_ref = None if ref is None else ref.reshape(len(y), -1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RangeWarning)
-        direct = chain.reconstruct(yt, reference=flat_ref)
+        direct = chain.reconstruct(yt, reference=flat_ref, reference_layers=reference_layers)
     x = np.array(direct.inputs)
     error = _relative_error(chain.forward(x).astype(np.float64), y)
     iterations = np.zeros(len(y), dtype=np.int64)
@@ -329,13 +346,14 @@ def _torch_activation(name: str, param: float):
 def _repair(layers, activations, start: np.ndarray, y: np.ndarray, tol: float,
             max_iter: int) -> tuple[np.ndarray, np.ndarray]:
     """Inputs whose chain outputs are y and that lie close to ``start`` (the reference, or 0 for
-    the minimum-norm answer), searched in float64 through the forward map alone, which never
-    leaves an activation's range:
+    the minimum-norm answer), found in float64 through the forward map alone, which never leaves
+    an activation's range:
 
-    1. L-BFGS on the relative output error, from ``start``, finds an in-range branch;
-    2. Gauss-Newton steps with the pseudoinverse of each target's Jacobian make it exact;
-    3. damped Gauss-Newton steps of min ||x - start|| subject to f(x) = y (each re-made exact by
-       step 2, and kept only if closer) pull it back towards ``start`` along the preimage.
+    1. damped Gauss-Newton from ``start``: each step is the minimum-norm solution of the
+       linearised chain, the pseudoinverse of the target's Jacobian applied to its residual,
+       halved until the residual drops; near the preimage it converges quadratically;
+    2. damped Gauss-Newton steps of min ||x - start|| subject to f(x) = y, each re-made exact
+       by step 1 and kept only if closer, pull the answer back towards ``start``.
     """
     import torch
 
@@ -359,73 +377,61 @@ def _repair(layers, activations, start: np.ndarray, y: np.ndarray, tol: float,
     def solve(jac, rhs):  # minimum-norm solutions of jac @ dx = rhs, per target
         return torch.einsum("bnm,bm->bn", pinv(jac), rhs)
 
-    def polish(x, steps=8):
-        for _ in range(steps):
-            if float(errors(x).max()) <= 1e-14:
-                break
-            x = x + solve(jacobian(x), target - forward(x))
-        return x
-
-    def branch(start):  # steps 1 and 2
-        x = start.clone().requires_grad_(True)
-        opt = torch.optim.LBFGS([x], lr=1, max_iter=_LBFGS_INNER, history_size=50, tolerance_grad=1e-20,
-                                tolerance_change=1e-30, line_search_fn="strong_wolfe")
-
-        def loss_fn():
-            opt.zero_grad()
-            loss = (errors(x) ** 2).sum()
-            loss.backward()
-            return loss
-
-        spent = 0
-        while spent < max_iter:
-            opt.step(loss_fn)
-            spent += _LBFGS_INNER
-            with torch.no_grad():
-                if float(errors(x).max()) <= min(tol, 1e-3):  # where Gauss-Newton converges
+    def newton(x, steps):  # step 1
+        err = errors(x)
+        damping = torch.ones(len(y), 1, dtype=torch.float64)
+        for taken in range(1, steps + 1):
+            direction = solve(jacobian(x), target - forward(x))
+            for _ in range(_HALVINGS):
+                trial = x + damping * direction
+                trial_err = errors(trial)
+                better = trial_err < err
+                x = torch.where(better[:, None], trial, x)
+                err = torch.where(better, trial_err, err)
+                damping = torch.where(better[:, None], torch.clamp(2 * damping, max=1.0), damping / 2)
+                if bool(better.all()) or float(err.max()) <= _EXACT:
                     break
-        with torch.no_grad():
-            return polish(x.detach()), spent
+            if float(err.max()) <= _EXACT:
+                break
+        return x, taken
 
-    def closest(x, center):  # step 3
-        exact = errors(x) <= 1e-12
+    def closest(x):  # step 2
+        exact = errors(x) <= 1e3 * _EXACT
         step = torch.ones(len(y), 1, dtype=torch.float64)
-        for spent in range(1, _CLOSEST_POINT_STEPS + 1):
+        for taken in range(1, _CLOSEST_POINT_STEPS + 1):
             jac = jacobian(x)
             linearised = center + solve(jac, target - forward(x) + torch.einsum("bmn,bn->bm", jac, x - center))
-            trial = polish(x + step * (linearised - x), steps=4)
-            better = exact & (errors(trial) <= 1e-12) & ((trial - center).norm(dim=1) < (x - center).norm(dim=1))
+            trial, _ = newton(x + step * (linearised - x), 4)
+            better = exact & (errors(trial) <= 1e3 * _EXACT) & \
+                ((trial - center).norm(dim=1) < (x - center).norm(dim=1))
             x = torch.where(better[:, None], trial, x)
             step = torch.where(better[:, None], torch.clamp(2 * step, max=1.0), step / 2)
-            if float(step.max()) < 1e-3:
+            if float(step.max()) < 1e-2:
                 break
-        return x, spent
+        return x, taken
 
-    # The preimage is not convex: a branch found from the reference can lie farther from it than
-    # the minimum-norm answer does. So that answer (found from 0) is pulled towards the reference
-    # too, and the closer of the two exact results wins.
-    origin = torch.zeros_like(center)
-    x, iterations = branch(origin)
     with torch.no_grad():
-        best, spent = closest(x, origin)
-        iterations += spent
-        if not center.any():
-            return best.numpy(), np.full(len(y), iterations)
-        best, spent = closest(best, center)
-        iterations += spent
-    x, spent = branch(center)
-    with torch.no_grad():
-        x, refined = closest(x, center)
-        iterations += spent + refined
-        keep = (errors(x) <= 1e-12) & ((x - center).norm(dim=1) < (best - center).norm(dim=1))
-        best = torch.where(keep[:, None], x, best)
-    return best.numpy(), np.full(len(y), iterations)
+        x, taken = newton(center.clone(), max(max_iter, 1))
+        x, refined = closest(x)
+        iterations = taken + refined
+        if center.any():
+            # The preimage is not convex: the answer found from the reference can lie farther
+            # from it than the minimum-norm one (found from 0) does. The closer wins.
+            other, taken = newton(torch.zeros_like(center), max(max_iter, 1))
+            other, refined = closest(other)
+            iterations += taken + refined
+            keep = (errors(other) <= errors(x).clamp(min=1e3 * _EXACT)) & \
+                ((other - center).norm(dim=1) < (x - center).norm(dim=1))
+            x = torch.where(keep[:, None], other, x)
+    return x.numpy(), np.full(len(y), iterations)
 
 
+# Relative output error at which Gauss-Newton stops: float64 rounding.
+_EXACT = 1e-14
+# Halvings of a Gauss-Newton step before giving up on it.
+_HALVINGS = 12
 # Damped steps towards the reference at most; each costs a Jacobian and a few Gauss-Newton steps.
-_CLOSEST_POINT_STEPS = 60
-# L-BFGS iterations between two checks of the output error.
-_LBFGS_INNER = 25
+_CLOSEST_POINT_STEPS = 30
 
 
 # ----------------------------------------------------------------------------- optimize
@@ -486,10 +492,10 @@ def _invert_optimize(model, y, ref, dtype, tol, max_iter, lr, optimizer, box, pr
             bar.update()
             if not active.any():
                 break
+        with torch.no_grad():
+            outputs = net(x).double().numpy()
     finally:
         bar.close()
         net.train(was_training)
-    with torch.no_grad():
-        outputs = net(x).double().numpy()
     inputs = x.detach().numpy()
     return Inversion(inputs, outputs, _relative_error(outputs, y), "optimize", iterations, (), tol)

@@ -15,7 +15,7 @@ import numpy as np
 
 from .analysis import Report, analyze
 
-__all__ = ["Section", "analyze_model", "first_of_each_class", "write_html"]
+__all__ = ["Section", "analyze_model", "first_of_each_class", "invert_model", "write_html"]
 
 
 @dataclass
@@ -79,6 +79,70 @@ def analyze_model(name: str, out: str | Path, images: np.ndarray, labels: np.nda
         section.figures.append((f"{name}_conv1.png", "The first convolution's kernels and the top singular "
                                                      "vectors of its kernel view."))
     return report, section
+
+
+def invert_model(name: str, out: str | Path, images: np.ndarray, labels: np.ndarray, *,
+                 references: tuple[str | None, ...] | None = None, max_iter: int = 200,
+                 progress: bool = False) -> Section:
+    """Inputs for the paper's per-class targets of one MNIST model (from its outputs on
+    ``images``), written as a figure per reference and a JSON of the errors.
+
+    Invertible chains go through the pseudoinverse, minimum-norm and with the class mean as
+    reference (by default); other models through the gradient search from the class mean.
+    """
+    from . import models, viz
+    from .inverse import _is_chain, class_targets, invert, model_outputs
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = models.load(name)
+    chain = _is_chain(model)
+    if references is None:
+        references = (None, "class-mean") if chain else ("class-mean",)
+    targets = class_targets(model_outputs(model, images), labels)
+    means = np.stack([images[labels == c].mean(axis=0) for c in range(targets.shape[1])])
+    section = Section(f"{name}: inputs for chosen outputs")
+    section.paragraphs.append(
+        "Targets: for each class c, output c at its largest value on the training digits of class c and every "
+        "other output at its smallest on them (the paper's choice). "
+        + ("The network is a chain of Linear layers and invertible activations: its inputs come from the chained "
+           "pseudoinverse." if chain else "The network is not invertible layer by layer: its inputs come from a "
+                                          "gradient search in the pixel box [0, 1]."))
+    results = {}
+    for reference in references:
+        label = reference or "minimum-norm"
+        result = invert(model, targets, reference=reference, data=(images, labels), max_iter=max_iter,
+                        progress=progress)
+        through_model = model_outputs(model, result.inputs.astype(np.float32))
+        float32_error = np.linalg.norm(through_model - targets, axis=1) / np.linalg.norm(targets, axis=1)
+        predicted = through_model.argmax(axis=1)
+        entry = {
+            "method": result.method,
+            "relative_output_error_max": float(result.error.max()),
+            "relative_output_error_median": float(np.median(result.error)),
+            "relative_output_error_float32_model": float(float32_error.max()),
+            "predicted": predicted.tolist(),
+            "clamped_per_layer": list(result.clamped),
+            "iterations": result.iterations.tolist(),
+            "distance_to_class_mean": float(np.mean(np.linalg.norm(
+                (result.inputs - means).reshape(len(means), -1), axis=1))),
+        }
+        results[label] = entry
+        figure = f"{name}_inverse_{label}.png"
+        titles = [f"target {c}, predicted {p}" for c, p in enumerate(predicted)]
+        viz.save(viz.image_grid(result.inputs.reshape(len(targets), 28, 28), titles, size=1.5,
+                                title=f"{name}: inputs for the per-class targets ({label})"), out / figure)
+        section.figures.append((figure, f"{label}: each image's outputs are its class's target."))
+        section.paragraphs.append(
+            f"{label}: relative output error at most {entry['relative_output_error_max']:.1e} "
+            f"({entry['relative_output_error_float32_model']:.1e} through the float32 model), "
+            f"{int(np.sum(predicted == np.arange(len(predicted))))}/{len(predicted)} target classes predicted, "
+            f"mean distance to the class-mean image {entry['distance_to_class_mean']:.1f}"
+            + (f"; the direct chained preimage left the activation range ({sum(result.clamped)} entries) and was "
+               "repaired through the forward map" if any(result.clamped) else "") + ".")
+    (out / f"{name}_inverse.json").write_text(json.dumps(results, indent=1) + "\n")
+    section.summary = results
+    return section
 
 
 def _table(report: Report) -> list[dict]:
