@@ -17,10 +17,7 @@ rank-k approximation.
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
-import time
-from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +25,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import K, OVERSAMPLE, POWER_ITERS, layer_like, median_time, spectral_error  # noqa: E402
+from common import K, OVERSAMPLE, POWER_ITERS, layer_like, machine_line, median_time, spectral_error  # noqa: E402
 
 import vsfast  # noqa: E402
 from vsfast import models  # noqa: E402
@@ -111,8 +108,7 @@ def main() -> None:
     torch.set_num_threads(vsfast.get_num_threads())
     rows = [resnet_row(args.rounds), llm_row(args.rounds, args.llm_layers, args.numpy_layers)]
 
-    print(f"{date.today()}, {platform.processor() or platform.machine()}, {vsfast.get_num_threads()} threads, "
-          f"torch {torch.__version__}, numpy {np.__version__}, float32, median of {args.rounds} rounds "
+    print(f"{machine_line()}, numpy {np.__version__}, float32, median of {args.rounds} rounds "
           "(numpy: one round)\n")
     print("| workload | vsfast | numpy SVD + matrix_rank | torch.linalg | speed-up vs numpy | speed-up vs torch "
           "| error vs torch |")

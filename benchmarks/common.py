@@ -40,6 +40,15 @@ class threaded_openblas:
         _openblas.scipy_openblas_set_num_threads(1)
 
 
+def machine_line() -> str:
+    """Date, processor, thread count and torch version: the first line of every benchmark table."""
+    import platform
+    from datetime import date
+
+    return (f"{date.today()}, {platform.processor() or platform.machine()}, {vsfast.get_num_threads()} threads, "
+            f"torch {torch.__version__}")
+
+
 def median_time(fn, rounds: int, warmup: int = 1) -> float:
     for _ in range(warmup):
         fn()

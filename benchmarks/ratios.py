@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
-from datetime import date
 
 import numpy as np
 import torch
@@ -20,7 +18,7 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 import vsfast  # noqa: E402
 from common import (  # noqa: E402
-    K, OVERSAMPLE, POWER_ITERS, RSVD_SHAPES, TorchChain, fcnn5_like_chain, layer_like, median_time,
+    K, OVERSAMPLE, POWER_ITERS, RSVD_SHAPES, TorchChain, fcnn5_like_chain, layer_like, machine_line, median_time,
     rsvd_floor_passes, spectral_error, threaded_openblas, torch_lowrank, torch_projection, _sgemm_rowmajor,
 )
 
@@ -111,8 +109,7 @@ def main() -> None:
         rows.append(projection_row(4608, 512, args.rounds))
     rows.append(chain_row(args.rounds))
 
-    print(f"{date.today()}, {platform.processor() or platform.machine()}, {vsfast.get_num_threads()} threads, "
-          f"torch {torch.__version__}, float32, k={K}, oversample={OVERSAMPLE}, power_iters={POWER_ITERS}, "
+    print(f"{machine_line()}, float32, k={K}, oversample={OVERSAMPLE}, power_iters={POWER_ITERS}, "
           f"median of {args.rounds} rounds\n")
     print("| workload | vsfast | GEMM floor | torch | vsfast / floor | torch / floor | speed-up vs torch "
           "| error vs torch |")

@@ -7,7 +7,6 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from hypothesis.extra.numpy import arrays
 
 import vsfast
 from conftest import EPS, orthonormality_error, rank_bounds, with_spectrum

@@ -377,21 +377,30 @@ def _repair(layers, activations, start: np.ndarray, y: np.ndarray, tol: float,
     def solve(jac, rhs):  # minimum-norm solutions of jac @ dx = rhs, per target
         return torch.einsum("bnm,bm->bn", pinv(jac), rhs)
 
-    def newton(x, steps):  # step 1
+    def newton(x, steps):  # step 1, on the targets not yet exact
         err = errors(x)
         damping = torch.ones(len(y), 1, dtype=torch.float64)
+        taken = 0
         for taken in range(1, steps + 1):
-            direction = solve(jacobian(x), target - forward(x))
+            active = torch.nonzero(err > _EXACT).flatten()
+            if not len(active):
+                break
+            sub = x[active]
+            direction = solve(jacobian(sub), target[active] - forward(sub))
+            improved = False
             for _ in range(_HALVINGS):
-                trial = x + damping * direction
-                trial_err = errors(trial)
-                better = trial_err < err
-                x = torch.where(better[:, None], trial, x)
-                err = torch.where(better, trial_err, err)
-                damping = torch.where(better[:, None], torch.clamp(2 * damping, max=1.0), damping / 2)
-                if bool(better.all()) or float(err.max()) <= _EXACT:
+                trial = sub + damping[active] * direction
+                trial_err = (forward(trial) - target[active]).norm(dim=1) / scale[active]
+                better = trial_err < err[active]
+                improved |= bool(better.any())
+                sub = torch.where(better[:, None], trial, sub)
+                err[active] = torch.where(better, trial_err, err[active])
+                damping[active] = torch.where(better[:, None], torch.clamp(2 * damping[active], max=1.0),
+                                              damping[active] / 2)
+                if bool(better.all()):
                     break
-            if float(err.max()) <= _EXACT:
+            x = x.index_copy(0, active, sub)
+            if not improved:  # rounding: no step helps any more
                 break
         return x, taken
 
@@ -427,7 +436,7 @@ def _repair(layers, activations, start: np.ndarray, y: np.ndarray, tol: float,
 
 
 # Relative output error at which Gauss-Newton stops: float64 rounding.
-_EXACT = 1e-14
+_EXACT = 1e-13
 # Halvings of a Gauss-Newton step before giving up on it.
 _HALVINGS = 12
 # Damped steps towards the reference at most; each costs a Jacobian and a few Gauss-Newton steps.
