@@ -377,9 +377,8 @@ def _repair(layers, activations, start: np.ndarray, y: np.ndarray, tol: float,
     def solve(jac, rhs):  # minimum-norm solutions of jac @ dx = rhs, per target
         return torch.einsum("bnm,bm->bn", pinv(jac), rhs)
 
-    def newton(x, steps):  # step 1, on the targets not yet exact
+    def newton(x, steps):  # step 1, on the targets not yet exact; a backtracking line search
         err = errors(x)
-        damping = torch.ones(len(y), 1, dtype=torch.float64)
         taken = 0
         for taken in range(1, steps + 1):
             active = torch.nonzero(err > _EXACT).flatten()
@@ -387,17 +386,17 @@ def _repair(layers, activations, start: np.ndarray, y: np.ndarray, tol: float,
                 break
             sub = x[active]
             direction = solve(jacobian(sub), target[active] - forward(sub))
+            damping = torch.ones(len(active), 1, dtype=torch.float64)
             improved = False
             for _ in range(_HALVINGS):
-                trial = sub + damping[active] * direction
+                trial = sub + damping * direction
                 trial_err = (forward(trial) - target[active]).norm(dim=1) / scale[active]
-                better = trial_err < err[active]
+                better = (trial_err < err[active]) & (damping[:, 0] > 0)
                 improved |= bool(better.any())
                 sub = torch.where(better[:, None], trial, sub)
                 err[active] = torch.where(better, trial_err, err[active])
-                damping[active] = torch.where(better[:, None], torch.clamp(2 * damping[active], max=1.0),
-                                              damping[active] / 2)
-                if bool(better.all()):
+                damping = torch.where(better[:, None], torch.zeros_like(damping), damping / 2)  # 0: done
+                if not bool(damping.any()):
                     break
             x = x.index_copy(0, active, sub)
             if not improved:  # rounding: no step helps any more

@@ -8,12 +8,14 @@ import base64
 import html
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .analysis import Report, analyze
+from .linalg import RangeWarning
 
 __all__ = ["Section", "analyze_model", "first_of_each_class", "invert_model", "write_html"]
 
@@ -111,8 +113,10 @@ def invert_model(name: str, out: str | Path, images: np.ndarray, labels: np.ndar
     results = {}
     for reference in references:
         label = reference or "minimum-norm"
-        result = invert(model, targets, reference=reference, data=(images, labels), max_iter=max_iter,
-                        progress=progress)
+        with warnings.catch_warnings():  # the clamps are reported in the section below
+            warnings.simplefilter("ignore", RangeWarning)
+            result = invert(model, targets, reference=reference, data=(images, labels), max_iter=max_iter,
+                            progress=progress)
         through_model = model_outputs(model, result.inputs.astype(np.float32))
         float32_error = np.linalg.norm(through_model - targets, axis=1) / np.linalg.norm(targets, axis=1)
         predicted = through_model.argmax(axis=1)
