@@ -123,7 +123,8 @@ def invert(model: Any, targets: Any, *, method: str = "auto", reference: Any = N
         (one, or one per target), ``"class-mean"`` (the mean training input of each target's
         class, its largest output) or ``"nearest"`` (the training input of that class whose
         output is nearest the target). pinv puts it in the first layer's rejected space;
-        optimize starts from it.
+        optimize starts from it (without one, from mid-grey inputs; a convolutional model's are
+        then taken to be MNIST-sized, C x 28 x 28).
     reference_layers : pinv: ``"first"`` fills only the first layer's rejected space with the
         reference; ``"all"`` fills every layer's with the reference's own activations there, so
         the hidden values resemble the reference's too (the chain then stays in range for targets
