@@ -25,7 +25,9 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import K, OVERSAMPLE, POWER_ITERS, layer_like, machine_line, median_time, spectral_error  # noqa: E402
+from common import (  # noqa: E402
+    K, OVERSAMPLE, POWER_ITERS, layer_like, machine_line, median_time, print_table, spectral_error,
+)
 
 import vsfast  # noqa: E402
 from vsfast import models  # noqa: E402
@@ -108,14 +110,11 @@ def main() -> None:
     torch.set_num_threads(vsfast.get_num_threads())
     rows = [resnet_row(args.rounds), llm_row(args.rounds, args.llm_layers, args.numpy_layers)]
 
-    print(f"{machine_line()}, numpy {np.__version__}, float32, median of {args.rounds} rounds "
-          "(numpy: one round)\n")
-    print("| workload | vsfast | numpy SVD + matrix_rank | torch.linalg | speed-up vs numpy | speed-up vs torch "
-          "| error vs torch |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for name, ours, paper, theirs, acc in rows:
-        print(f"| {name} | {ours:.2f} s | {paper:.1f} s | {theirs:.2f} s | {paper / ours:.0f}× | {theirs / ours:.2f}× "
-              f"| {acc:.2f} |")
+    print_table(f"{machine_line()}, numpy {np.__version__}, float32, median of {args.rounds} rounds (numpy: one round)",
+                ["workload", "vsfast", "numpy SVD + matrix_rank", "torch.linalg", "speed-up vs numpy",
+                 "speed-up vs torch", "error vs torch"],
+                [[name, f"{ours:.2f} s", f"{paper:.1f} s", f"{theirs:.2f} s", f"{paper / ours:.0f}×",
+                  f"{theirs / ours:.2f}×", f"{acc:.2f}"] for name, ours, paper, theirs, acc in rows])
 
 
 if __name__ == "__main__":

@@ -49,6 +49,15 @@ def machine_line() -> str:
             f"torch {torch.__version__}")
 
 
+def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    """A Markdown table under its title line; the first column left-aligned, the rest right."""
+    print(f"{title}\n")
+    print("| " + " | ".join(columns) + " |")
+    print("| --- |" + " ---: |" * (len(columns) - 1))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
 def median_time(fn, rounds: int, warmup: int = 1) -> float:
     for _ in range(warmup):
         fn()

@@ -19,7 +19,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 import vsfast  # noqa: E402
 from common import (  # noqa: E402
     K, OVERSAMPLE, POWER_ITERS, RSVD_SHAPES, TorchChain, fcnn5_like_chain, layer_like, machine_line, median_time,
-    rsvd_floor_passes, spectral_error, threaded_openblas, torch_lowrank, torch_projection, _sgemm_rowmajor,
+    print_table, rsvd_floor_passes, spectral_error, threaded_openblas, torch_lowrank, torch_projection,
+    _sgemm_rowmajor,
 )
 
 
@@ -109,14 +110,13 @@ def main() -> None:
         rows.append(projection_row(4608, 512, args.rounds))
     rows.append(chain_row(args.rounds))
 
-    print(f"{machine_line()}, float32, k={K}, oversample={OVERSAMPLE}, power_iters={POWER_ITERS}, "
-          f"median of {args.rounds} rounds\n")
-    print("| workload | vsfast | GEMM floor | torch | vsfast / floor | torch / floor | speed-up vs torch "
-          "| error vs torch |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for name, ours, floor, theirs, acc in rows:
-        print(f"| {name} | {ours * 1e3:.1f} ms | {floor * 1e3:.1f} ms | {theirs * 1e3:.1f} ms | {ours / floor:.2f} "
-              f"| {theirs / floor:.2f} | {theirs / ours:.2f}× | {acc:.2f} |")
+    print_table(f"{machine_line()}, float32, k={K}, oversample={OVERSAMPLE}, power_iters={POWER_ITERS}, "
+                f"median of {args.rounds} rounds",
+                ["workload", "vsfast", "GEMM floor", "torch", "vsfast / floor", "torch / floor", "speed-up vs torch",
+                 "error vs torch"],
+                [[name, f"{ours * 1e3:.1f} ms", f"{floor * 1e3:.1f} ms", f"{theirs * 1e3:.1f} ms", f"{ours / floor:.2f}",
+                  f"{theirs / floor:.2f}", f"{theirs / ours:.2f}×", f"{acc:.2f}"]
+                 for name, ours, floor, theirs, acc in rows])
 
 
 if __name__ == "__main__":
