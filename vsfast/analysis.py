@@ -294,7 +294,8 @@ def _decompose(matrices: list[tuple[str, Any]], method: str, k: int | None, dtyp
 def _progress(total: int, enabled: bool):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc="spaces", unit="layer", disable=not enabled, leave=False)
+    return tqdm(total=total, desc="spaces", unit="layer", disable=not enabled, leave=False,
+                delay=1.0)  # quick runs stay silent
 
 
 def _capture(model, modules: list[tuple[str, Any]], inputs: Any) -> dict[str, Any]:

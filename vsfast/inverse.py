@@ -473,7 +473,8 @@ def _invert_optimize(model, y, ref, dtype, tol, max_iter, lr, optimizer, box, pr
 
     opt = (torch.optim.Adam([x], lr=lr) if optimizer == "adam" else
            torch.optim.LBFGS([x], lr=1, max_iter=1, history_size=20, line_search_fn="strong_wolfe"))
-    bar = tqdm(total=max_iter, desc="invert", unit="step", disable=not progress, leave=False)
+    bar = tqdm(total=max_iter, desc="invert", unit="step", disable=not progress, leave=False,
+               delay=1.0)
     try:
         for step in range(max_iter):
             def closure():
