@@ -56,7 +56,7 @@ def analyze_model(name: str, out: str | Path, images: np.ndarray, labels: np.nda
     section = Section(f"{name}: the spaces of every layer", rows=_table(report),
                       summary={"test_accuracy": accuracy, "layers": report.to_rows()})
     section.paragraphs.append(
-        f"{len(report)} layer{"s" if len(report) != 1 else ""} analysed ({first.spaces.method} SVD{'' if k is None else f', top {k}'}); "
+        f"{len(report)} layer{'s' if len(report) != 1 else ''} analysed ({first.spaces.method} SVD{'' if k is None else f', top {k}'}); "
         + (f"test accuracy {100 * accuracy:.2f} %. " if accuracy is not None else "")
         + f"The first layer, {first.name} ({first.shape[0]}×{first.shape[1]}), has rank {first.rank} and rejects "
           f"a median {100 * np.median(first.rejected_fraction):.1f} % of the energy of {len(images)} test digits.")
