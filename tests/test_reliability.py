@@ -1,0 +1,71 @@
+"""Concurrent calls give the serial results; repeated calls do not grow the process."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import vsfast
+
+
+@pytest.fixture(scope="module")
+def workload():
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((64, 200)).astype(np.float32)
+    x = rng.standard_normal((500, 200)).astype(np.float32)
+    chain = vsfast.Chain([(rng.standard_normal((40, 64)).astype(np.float32), None, ("leaky_relu", 0.1)),
+                          (rng.standard_normal((10, 40)).astype(np.float32), None, None)])
+    y = chain.forward(rng.standard_normal((300, 64)).astype(np.float32))
+    return w, x, chain, y
+
+
+def run_all(w, x, chain, y):
+    u, s, vh = vsfast.rsvd(w, 16, seed=3)
+    sp = vsfast.spaces(w)
+    signal, residual = vsfast.project(x, sp)
+    inputs, _ = chain.reconstruct(y)
+    return [u, s, vh, sp.singular_values, signal, residual, inputs]
+
+
+def test_eight_threads_at_once_match_serial_calls(workload):
+    serial = run_all(*workload)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(lambda _: run_all(*workload), range(32)))
+    for result in results:
+        for got, want in zip(result, serial):
+            np.testing.assert_array_equal(got, want)
+
+
+def resident_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs /proc to read the resident size")
+def test_ten_thousand_calls_leave_resident_memory_flat():
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((20, 30))
+    x = rng.standard_normal((5, 30))
+    chain = vsfast.Chain([(w, None, "selu")])
+    y = chain.forward(x)
+    calls = [lambda: vsfast.rsvd(w, 4), lambda: vsfast.svd(w), lambda: vsfast.spaces(w).rejected,
+             lambda: vsfast.project(x, vsfast.spaces(w)), lambda: vsfast.pinv(w), lambda: chain.reconstruct(y),
+             lambda: chain.forward(x)]
+    for call in calls:  # warm-up: allocator pools and caches settle
+        for _ in range(200):
+            call()
+    before = resident_bytes()
+    for call in calls:
+        for _ in range(10_000):
+            call()
+    # A leak of even 100 bytes a call would add 7 MB; allocator noise stays well below.
+    assert resident_bytes() - before < 4 * 2**20
+
+
+def test_a_request_too_large_for_memory_is_a_memory_error():
+    big = np.ones((4, 4), np.float32)
+    with pytest.raises((MemoryError, ValueError)):
+        vsfast.spaces(np.broadcast_to(big[:1, :1], (2**20, 2**20)))
