@@ -95,7 +95,9 @@ def test_report_renders_in_headless_chromium(tmp_path):
     shot = tmp_path / "shot.png"
     subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                     "--window-size=1200,900", f"--screenshot={shot}", page.resolve().as_uri()],
-                   check=True, capture_output=True, timeout=120)
+                   check=True, capture_output=True, timeout=120,
+                   # A sanitizer runtime preloaded into this process is not Chromium's business.
+                   env={k: v for k, v in os.environ.items() if k != "LD_PRELOAD"})
     from matplotlib.image import imread
 
     pixels = imread(shot)[..., :3]

@@ -4,8 +4,9 @@
 //
 // A wide matrix is handled through its transpose, so the sketch Y always lives on the long side:
 // its bases are kept well conditioned by one Cholesky QR pass per half-step and made orthonormal
-// by CholeskyQR2 at the last, all at matrix-product speed, and the exact SVD at the end is of a short-by-(k + p) matrix. What remains beyond the
-// (2q + 2) passes of matrix products over A, the floor of the method, is small.
+// by CholeskyQR2 at the last, all at matrix-product speed, and the exact SVD at the end is of a
+// short-by-(k + p) matrix. What remains beyond the (2q + 2) passes of matrix products over A, the
+// floor of the method, is small.
 #pragma once
 
 #include "blas.hpp"
@@ -66,7 +67,7 @@ void rsvd_rowmajor(const T* a, std::size_t m, std::size_t n, const RsvdParams& p
   ws.vbt.resize(l * l);
   ws.s.resize(l);
 
-  // Y = M Omega, then alternate Z = M^T Y and Y = M Z, orthonormalising each.
+  // Y = M Omega, then alternate Z = M^T Y and Y = M Z, re-basing each.
   // Intermediate bases only need to be well conditioned; the last one, which B is built on,
   // must be orthonormal to working precision.
   auto sharpen = [&](T* x, blas_int rows, bool last) {
