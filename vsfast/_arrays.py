@@ -33,6 +33,12 @@ def is_tensor(x: Any) -> bool:
     return tensor is not None and isinstance(x, tensor)
 
 
+def values(x: Any) -> np.ndarray:
+    """x's values as a numpy array, whatever their dtype: array-likes as they are, tensors
+    detached and moved to the CPU. For arguments that are data, not operands of the core."""
+    return np.asarray(x.detach().cpu() if is_tensor(x) else x)
+
+
 def to_numpy(x: Any, name: str) -> tuple[np.ndarray, Wrap]:
     """The numpy view of x (no copy where possible) and the function that turns results back
     into x's kind. Raises TypeError for anything but a float32/float64 numpy array or CPU tensor."""

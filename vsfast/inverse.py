@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ._arrays import check_int, check_tolerance
+from ._arrays import check_int, check_tolerance, values
 from .linalg import Chain, RangeWarning, pinv
 
 __all__ = ["Inversion", "class_targets", "invert", "model_outputs", "onehot_targets"]
@@ -164,10 +164,10 @@ def invert(model: Any, targets: Any, *, method: str = "auto", reference: Any = N
         raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
     tol = check_tolerance(tol, "tol")
     max_iter = check_int(max_iter, "max_iter", low=0)
-    y = _targets(targets)
-    ref = _reference(model, reference, y, data, dtype)
     if reference_layers not in ("first", "all"):
         raise ValueError(f"reference_layers: expected 'first' or 'all', got {reference_layers!r}")
+    y = _targets(targets)
+    ref = _reference(model, reference, y, data, dtype)
     if method == "pinv":
         return _invert_pinv(model, y, ref, reference_layers, dtype, tol, max_iter)
     if optimizer not in ("adam", "lbfgs"):
@@ -178,7 +178,7 @@ def invert(model: Any, targets: Any, *, method: str = "auto", reference: Any = N
 
 
 def _targets(targets: Any) -> np.ndarray:
-    y = np.asarray(targets.detach().cpu() if hasattr(targets, "detach") else targets)
+    y = values(targets)
     if y.dtype.kind not in "fiu":
         raise TypeError(f"targets: expected real numbers, got {y.dtype}")
     y = y.astype(np.float64)
@@ -235,7 +235,7 @@ def _reference(model, reference, y: np.ndarray, data, dtype) -> np.ndarray | Non
         else:
             ref = _nearest(model, images, labels, y, classes)
     else:
-        ref = np.asarray(reference.detach().cpu() if hasattr(reference, "detach") else reference)
+        ref = values(reference)
         if ref.dtype.kind not in "fiu":
             raise TypeError(f"reference: expected real numbers, got {ref.dtype}")
     size = math.prod(shape)
@@ -259,8 +259,7 @@ def _training_data(data) -> tuple[np.ndarray, np.ndarray]:
         images, labels = data
     except (TypeError, ValueError):
         raise ValueError("data: expected an (inputs, labels) pair") from None
-    images = np.asarray(images.detach().cpu() if hasattr(images, "detach") else images, dtype=np.float32)
-    labels = np.asarray(labels.detach().cpu() if hasattr(labels, "detach") else labels)
+    images, labels = values(images).astype(np.float32, copy=False), values(labels)
     if len(images) != len(labels):
         raise ValueError(f"data: {len(images)} inputs but {len(labels)} labels")
     return images, labels
@@ -315,7 +314,8 @@ def _invert_pinv(model, y: np.ndarray, ref: np.ndarray | None, reference_layers:
         warnings.simplefilter("ignore", RangeWarning)
         direct = chain.reconstruct(yt, reference=flat_ref, reference_layers=reference_layers)
     x = np.array(direct.inputs)
-    error = _relative_error(chain.forward(x).astype(np.float64), y)
+    outputs = chain.forward(x).astype(np.float64)
+    error = _relative_error(outputs, y)
     iterations = np.zeros(len(y), dtype=np.int64)
     # The direct chain is exact to rounding wherever it stayed in range; the rest is repaired.
     stray = np.flatnonzero(error > min(tol, 1000 * np.finfo(dtype).eps))
@@ -324,14 +324,13 @@ def _invert_pinv(model, y: np.ndarray, ref: np.ndarray | None, reference_layers:
                       f"(entries clamped per layer: {list(direct.clamped)}); searching the rejected spaces "
                       "for an in-range preimage", RangeWarning, stacklevel=3)
         start = np.zeros_like(x[stray]) if flat_ref is None else flat_ref[stray]  # min-norm: nearest 0
-        found, steps = _repair(layers, chain.activations, start.astype(np.float64), y[stray], tol, max_iter)
-        x[stray] = found
-        iterations[stray] = steps
-        error = _relative_error(chain.forward(x).astype(np.float64), y)
+        x[stray], iterations[stray] = _repair(layers, chain.activations, start.astype(np.float64), y[stray],
+                                              max_iter)
+        outputs = chain.forward(x).astype(np.float64)
+        error = _relative_error(outputs, y)
         if np.any(error > tol):
             warnings.warn(f"{int(np.sum(error > tol))} target(s) not reached to a relative error of {tol:g}: "
                           "they may lie outside what the network can output", RangeWarning, stacklevel=3)
-    outputs = chain.forward(x).astype(np.float64)
     return Inversion(x.reshape(len(y), *shape), outputs, error, "pinv", iterations, tuple(direct.clamped), tol)
 
 
@@ -344,8 +343,7 @@ def _torch_activation(name: str, param: float):
     }[name]
 
 
-def _repair(layers, activations, start: np.ndarray, y: np.ndarray, tol: float,
-            max_iter: int) -> tuple[np.ndarray, np.ndarray]:
+def _repair(layers, activations, start: np.ndarray, y: np.ndarray, max_iter: int) -> tuple[np.ndarray, np.ndarray]:
     """Inputs whose chain outputs are y and that lie close to ``start`` (the reference, or 0 for
     the minimum-norm answer), found in float64 through the forward map alone, which never leaves
     an activation's range:
@@ -447,10 +445,10 @@ _CLOSEST_POINT_STEPS = 30
 
 
 def _invert_optimize(model, y, ref, dtype, tol, max_iter, lr, optimizer, box, progress) -> Inversion:
+    import copy
+
     import torch
     from tqdm.auto import tqdm
-
-    import copy
 
     shape = _input_shape(model) if ref is None else ref.shape[1:]
     tdtype = getattr(torch, dtype.name)

@@ -10,6 +10,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ._arrays import values
+
 __all__ = ["conv_kernels", "decomposition", "image_grid", "rejected_samples", "save", "signal_basis", "spectra"]
 
 
@@ -129,7 +131,7 @@ def conv_kernels(weight: Any, kernel_spaces, *, vectors: int = 8):
     """A first convolution's kernels (input channel 0) and the top singular vectors of the
     kernel view: the directions the layer's kernels are built from."""
     plt = _plt()
-    w = np.asarray(weight.detach().cpu() if hasattr(weight, "detach") else weight, dtype=np.float64)
+    w = values(weight).astype(np.float64)
     kernels = w[:, 0]
     kh, kw = kernels.shape[-2:]
     basis = np.asarray(kernel_spaces.signal_rows, dtype=np.float64)[:vectors].reshape(-1, kh, kw)
