@@ -286,3 +286,8 @@ def test_resnet18_full_training(real_root, tmp_path):
     loaded = models.load("resnet18", weights=tmp_path / "resnet18.safetensors")
     x, y = data.mnist("test", real_root)
     assert models.evaluate(loaded, x[:2000], y[:2000]) >= 0.98
+
+
+def test_training_leaves_no_hooks_on_the_model(real_root):
+    net, _ = models.train("fcnn5", epochs=1, limit=256, data_root=real_root, progress=False, write=False)
+    assert all(not module._forward_pre_hooks for module in net.modules())

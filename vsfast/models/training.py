@@ -132,7 +132,7 @@ def train(
     steps = recipe["epochs"] * per_epoch
     opt, sched = _optimizer(model, recipe, steps)
 
-    saturation = _watch_saturation(model, recipe.get("saturation_weight", 0.0))
+    saturation, hooks = _watch_saturation(model, recipe.get("saturation_weight", 0.0))
     bar = _bar(steps, name, progress)
     history, step = [], 0
     model.train()
@@ -169,6 +169,8 @@ def train(
                           f"about {_duration(per_step * steps)} on this machine")
         history.append({"epoch": epoch + 1, "loss": round(loss_sum / n, 6), "train_accuracy": round(correct / n, 6)})
     bar.close()
+    for hook in hooks:  # the trained model goes out without them
+        hook.remove()
     train_time = time.perf_counter() - start
 
     model.eval()
@@ -202,17 +204,17 @@ def train(
 SATURATION_LIMIT = -3.0
 
 
-def _watch_saturation(model: nn.Module, weight: float) -> list:
+def _watch_saturation(model: nn.Module, weight: float) -> tuple[list, list]:
     """With weight > 0: forward pre-hooks on every SELU that append, at each forward pass, the
     mean squared depth of its inputs below SATURATION_LIMIT. Keeping them out of deep saturation
-    keeps the network invertible in practice: the chained pseudoinverse then stays in range."""
+    keeps the network invertible in practice: the chained pseudoinverse then stays in range.
+    Returns the list the terms go to and the hooks' handles."""
     terms: list = []
-    if weight > 0:
-        for module in model.modules():
-            if isinstance(module, nn.SELU):
-                module.register_forward_pre_hook(
-                    lambda _m, args: terms.append(torch.relu(SATURATION_LIMIT - args[0]).pow(2).mean()))
-    return terms
+    if weight <= 0:
+        return terms, []
+    return terms, [module.register_forward_pre_hook(
+                       lambda _m, args: terms.append(torch.relu(SATURATION_LIMIT - args[0]).pow(2).mean()))
+                   for module in model.modules() if isinstance(module, nn.SELU)]
 
 
 def _torchvision_version(name: str) -> dict:
