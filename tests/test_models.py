@@ -279,6 +279,37 @@ def test_resnet18_is_trained_once_then_cached(tmp_path, monkeypatch):
     assert len(calls) == 1
 
 
+def _corrupt(weights: Path, how: str) -> None:
+    if how == "truncated":  # a cut-off file whose card was updated with it: safetensors refuses it
+        weights.write_bytes(weights.read_bytes()[:-1000])
+        card = json.loads(store.card_path(weights).read_text())
+        card["weights_sha256"] = store._sha256(weights)
+        store.card_path(weights).write_text(json.dumps(card))
+    elif how == "flipped":  # one byte changed: the card's checksum refuses it
+        raw = bytearray(weights.read_bytes())
+        raw[-10] ^= 0xFF
+        weights.write_bytes(bytes(raw))
+    elif how == "wrong-card":
+        card = json.loads(store.card_path(weights).read_text())
+        card["model"] = "fcnn1"
+        store.card_path(weights).write_text(json.dumps(card))
+
+
+@pytest.mark.parametrize("how", ["truncated", "flipped", "wrong-card"])
+def test_corrupt_cached_weights_are_refused_and_left_alone(tmp_path, monkeypatch, how):
+    """A damaged cache is reported, not retrained over or deleted: the user decides."""
+    pytest.importorskip("torchvision")
+    monkeypatch.setenv("VSFAST_CACHE", str(tmp_path))
+    models.save(models.mnist_resnet18(), "resnet18", tmp_path / "models", {"test_accuracy": 0.1})
+    weights = tmp_path / "models" / "resnet18.safetensors"
+    _corrupt(weights, how)
+    before = {p.name: p.read_bytes() for p in weights.parent.iterdir()}
+    monkeypatch.setattr(training, "train", lambda *a, **k: pytest.fail("a damaged cache must not be retrained"))
+    with pytest.raises(ValueError, match="safetensors|SHA-256|expected 'resnet18'"):
+        models.load("resnet18")
+    assert {p.name: p.read_bytes() for p in weights.parent.iterdir()} == before
+
+
 @pytest.mark.slow
 def test_resnet18_full_training(real_root, tmp_path):
     net, card = models.train("resnet18", out=tmp_path, data_root=real_root)

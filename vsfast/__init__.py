@@ -7,6 +7,7 @@ chosen outputs. The heavy work runs in a compiled core (``vsfast._core``).
 """
 
 from .analysis import LayerAnalysis, Report, analyze
+from .inverse import Inversion, invert
 from .linalg import (
     Chain,
     LinAlgError,
@@ -26,6 +27,6 @@ from .linalg import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "Chain", "LayerAnalysis", "Report", "analyze", "LinAlgError", "RangeWarning", "Reconstruction", "Spaces",
+    "Chain", "Inversion", "LayerAnalysis", "Report", "analyze", "invert", "LinAlgError", "RangeWarning", "Reconstruction", "Spaces",
     "get_num_threads", "pinv", "project", "reconstruct", "rsvd", "set_num_threads", "spaces", "svd",
 ]

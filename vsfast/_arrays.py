@@ -36,6 +36,8 @@ def is_tensor(x: Any) -> bool:
 def values(x: Any) -> np.ndarray:
     """x's values as a numpy array, whatever their dtype: array-likes as they are, tensors
     detached and moved to the CPU. For arguments that are data, not operands of the core."""
+    if is_tensor(x) and x.device.type == "meta":
+        raise TypeError("expected data, got a tensor on the meta device (shapes only, no values)")
     return np.asarray(x.detach().cpu() if is_tensor(x) else x)
 
 

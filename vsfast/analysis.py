@@ -21,7 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from ._arrays import values
 from .linalg import Spaces, project, spaces
+from .nn import model_failures
 
 __all__ = ["LayerAnalysis", "LayerInputs", "Report", "analyze", "layer_matrix"]
 
@@ -302,11 +304,14 @@ def _capture(model, modules: list[tuple[str, Any]], inputs: Any) -> dict[str, An
     """Each module's first positional input when ``model`` runs on ``inputs`` (eval mode)."""
     import torch
 
-    batch = torch.as_tensor(inputs)
-    if batch.is_complex() or not batch.is_floating_point():
-        raise TypeError(f"inputs: expected floating-point values, got {batch.dtype}")
-    parameter = next(model.parameters())
-    batch = batch.to(parameter.dtype)
+    x = values(inputs)
+    if x.dtype.kind != "f":
+        raise TypeError(f"inputs: expected floating-point values, got {x.dtype}")
+    if x.ndim < 2 or x.size == 0:
+        raise ValueError(f"inputs: expected a non-empty batch, N x the model's input shape, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("inputs: expected finite values, found NaN or inf")
+    batch = torch.from_numpy(np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("="))).to(next(model.parameters()).dtype)
     captured: dict[str, Any] = {}
 
     def hook_for(name):
@@ -318,10 +323,8 @@ def _capture(model, modules: list[tuple[str, Any]], inputs: Any) -> dict[str, An
     was_training = model.training
     try:
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), model_failures(batch.shape):
             model(batch)
-    except (RuntimeError, ValueError, TypeError) as exc:
-        raise ValueError(f"inputs: the model cannot run on a batch of shape {tuple(batch.shape)} ({exc})") from None
     finally:
         model.train(was_training)
         for handle in handles:

@@ -24,6 +24,7 @@ import numpy as np
 
 from ._arrays import check_int, check_tolerance, values
 from .linalg import Chain, RangeWarning, pinv
+from .nn import model_failures
 
 __all__ = ["Inversion", "class_targets", "invert", "model_outputs", "onehot_targets"]
 
@@ -73,14 +74,15 @@ def class_targets(outputs: Any, labels: Any, *, low: float = 0.0, high: float = 
 
     Returns an (classes * len(high), classes) float64 array.
     """
-    outputs = np.asarray(outputs, dtype=np.float64)
-    labels = np.asarray(labels)
+    outputs, labels = _numbers(outputs, "outputs"), values(labels)
     if outputs.ndim != 2 or labels.shape != (len(outputs),):
         raise ValueError(f"outputs, labels: expected N x classes and N labels, got {outputs.shape} and {labels.shape}")
+    if labels.dtype.kind not in "iu":
+        raise TypeError(f"labels: expected integer class labels, got dtype {labels.dtype}")
     classes = outputs.shape[1]
-    highs = np.atleast_1d(np.asarray(high, dtype=np.float64))
-    lows = 100 - highs if np.ndim(high) and low == 0.0 else np.broadcast_to(np.float64(low), highs.shape)
-    if np.any((highs < 0) | (highs > 100) | (lows < 0) | (lows > 100)):
+    highs = np.atleast_1d(_numbers(high, "high"))
+    lows = 100 - highs if np.ndim(high) and low == 0.0 else np.broadcast_to(_numbers(low, "low"), highs.shape)
+    if not np.all((highs >= 0) & (highs <= 100) & (lows >= 0) & (lows <= 100)):
         raise ValueError("low, high: percentiles must lie in [0, 100]")
     targets = np.empty((classes, len(highs), classes))
     for c in range(classes):
@@ -93,11 +95,22 @@ def class_targets(outputs: Any, labels: Any, *, low: float = 0.0, high: float = 
     return targets.reshape(-1, classes)
 
 
+def _numbers(x: Any, name: str) -> np.ndarray:
+    """x as finite float64 values, or a TypeError / ValueError naming the argument."""
+    try:
+        a = np.asarray(values(x), dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name}: expected numbers, got {type(x).__name__}") from exc
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name}: expected finite values, found NaN or inf")
+    return a
+
+
 def onehot_targets(classes: int = 10, *, high: float = 10.0, low: float = -10.0) -> np.ndarray:
     """One target per class: ``high`` for the class's output, ``low`` for the others."""
     classes = check_int(classes, "classes", low=1)
-    targets = np.full((classes, classes), float(low))
-    np.fill_diagonal(targets, float(high))
+    targets = np.full((classes, classes), _numbers(low, "low").item())
+    np.fill_diagonal(targets, _numbers(high, "high").item())
     return targets
 
 
@@ -270,7 +283,7 @@ def model_outputs(model, images: np.ndarray, batch: int = 2000) -> np.ndarray:
     import torch
 
     parameter = next(model.parameters())
-    with torch.no_grad():
+    with torch.no_grad(), model_failures(images.shape):
         return np.concatenate([model(torch.as_tensor(images[i:i + batch]).to(parameter.dtype)).double().numpy()
                                for i in range(0, len(images), batch)])
 
@@ -460,25 +473,29 @@ def _invert_optimize(model, y, ref, dtype, tol, max_iter, lr, optimizer, box, pr
     if box is not None:
         x.clamp_(*box)
     x.requires_grad_(True)
-    target = torch.from_numpy(y).to(tdtype)
-    scale = target.norm(dim=1).clamp(min=1e-12)
+    target = torch.from_numpy(y)  # float64: the squares of float32 residuals never overflow there
+    norms = torch.from_numpy(np.linalg.norm(y, axis=1)).clamp(min=1e-300)
     iterations = np.full(len(y), max_iter, dtype=np.int64)
     active = torch.ones(len(y), dtype=torch.bool)
     reached = x.detach().clone()  # the inputs of the targets already reached
 
-    def errors():
-        return (net(x) - target).norm(dim=1) / scale
+    def residual_norms():
+        return (net(x).double() - target).norm(dim=1)
 
     opt = (torch.optim.Adam([x], lr=lr) if optimizer == "adam" else
            torch.optim.LBFGS([x], lr=1, max_iter=1, history_size=20, line_search_fn="strong_wolfe"))
     bar = tqdm(total=max_iter, desc="invert", unit="step", disable=not progress, leave=False,
                delay=1.0)
     try:
+        with torch.no_grad(), model_failures(x.shape):
+            initial = residual_norms()  # a model that cannot take these inputs says so here
+        # Each target's loss is its residual over a fixed scale no smaller than its starting
+        # residual: the gradients of tiny or huge targets then stay within float32's range.
+        loss_scale = torch.maximum(norms, initial).clamp(min=1e-30)
         for step in range(max_iter):
             def closure():
                 opt.zero_grad()
-                err = errors()
-                loss = (err[active] ** 2).sum()
+                loss = ((residual_norms() / loss_scale)[active] ** 2).sum()
                 # The gradient for x alone: the model's parameters are left as they are.
                 (grad,) = torch.autograd.grad(loss, x)
                 grad[~active] = 0  # reached targets stay where they are
@@ -490,7 +507,7 @@ def _invert_optimize(model, y, ref, dtype, tol, max_iter, lr, optimizer, box, pr
                 if box is not None:
                     x.clamp_(*box)
                 x[~active] = reached[~active]  # Adam's momentum would move them on
-                err = errors()
+                err = residual_norms() / norms
             done = active & (err <= tol)
             iterations[done.numpy()] = step + 1
             with torch.no_grad():

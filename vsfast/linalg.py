@@ -37,6 +37,8 @@ def set_num_threads(threads: int) -> None:
 # Below this many singular triplets per matrix dimension, "auto" switches to the randomized SVD.
 _RANDOMIZED_FRACTION = 0.25
 _SEED_LIMIT = 2**64 - 1
+# Beyond a few dozen iterations rounding, not the spectrum, limits the accuracy: more only hangs.
+_MAX_POWER_ITERS = 100
 
 
 class RangeWarning(RuntimeWarning):
@@ -45,6 +47,13 @@ class RangeWarning(RuntimeWarning):
 
 def _matrix(A: Any, name: str = "A"):
     return as_core_array(A, name, ndims=(2, 3))
+
+
+def _rsvd_params(oversample: Any, power_iters: Any, seed: Any, short_side: int) -> tuple[int, int, int]:
+    # The sketch never has more columns than the matrix's shorter side.
+    return (min(check_int(oversample, "oversample", low=0), short_side),
+            check_int(power_iters, "power_iters", low=0, high=_MAX_POWER_ITERS),
+            check_int(seed, "seed", low=0, high=_SEED_LIMIT))
 
 
 def rsvd(A: Any, k: int, *, oversample: int = 10, power_iters: int = 2, seed: int = 0):
@@ -62,7 +71,7 @@ def rsvd(A: Any, k: int, *, oversample: int = 10, power_iters: int = 2, seed: in
     A : (m, n) or (batch, m, n) float32/float64 array or CPU tensor
     k : number of singular triplets, 1 <= k <= min(m, n)
     oversample : extra sketch columns (clipped so the sketch has at most min(m, n) columns)
-    power_iters : power iterations
+    power_iters : power iterations, at most 100
     seed : the sketch's seed; the same seed gives the same result on any thread count, and a
         matrix gets the same result alone as inside a batch.
 
@@ -72,10 +81,7 @@ def rsvd(A: Any, k: int, *, oversample: int = 10, power_iters: int = 2, seed: in
     """
     a, wrap = _matrix(A)
     k = check_int(k, "k", low=1, high=min(a.shape[-2:]))
-    oversample = check_int(oversample, "oversample", low=0)
-    power_iters = check_int(power_iters, "power_iters", low=0)
-    seed = check_int(seed, "seed", low=0, high=_SEED_LIMIT)
-    u, s, vh = _core.rsvd(a, k, oversample, power_iters, seed)
+    u, s, vh = _core.rsvd(a, k, *_rsvd_params(oversample, power_iters, seed, min(a.shape[-2:])))
     return wrap(u), wrap(s), wrap(vh)
 
 
@@ -242,9 +248,7 @@ def spaces(W: Any, *, k: int | None = None, rtol: float | None = None, atol: flo
     rtol, atol = check_tolerance(rtol, "rtol"), check_tolerance(atol, "atol")
     chosen = _choose_method(method, k, m, n)
     if chosen == "randomized":
-        u, s, vh = _core.rsvd(w, k, check_int(oversample, "oversample", low=0),
-                              check_int(power_iters, "power_iters", low=0),
-                              check_int(seed, "seed", low=0, high=_SEED_LIMIT))
+        u, s, vh = _core.rsvd(w, k, *_rsvd_params(oversample, power_iters, seed, min(m, n)))
     else:
         u, s, vh = _core.svd(w)
         if k is not None:

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["activation_spec", "chain_layers"]
+__all__ = ["activation_spec", "chain_layers", "model_failures"]
+
+
+@contextmanager
+def model_failures(shape: tuple[int, ...]):
+    """Turns a model's own failure on a batch it cannot take (torch raises RuntimeError,
+    IndexError, ...) into a ValueError that says which batch shape it was given."""
+    try:
+        yield
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        raise ValueError(f"inputs: the model cannot run on a batch of shape {tuple(shape)} ({exc})") from exc
 
 
 def activation_spec(module: Any) -> str | tuple[str, float] | None:

@@ -10,12 +10,14 @@
 #include "vsfast/rsvd.hpp"
 #include "vsfast/svd.hpp"
 
-#include <atomic>
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 namespace py = pybind11;
@@ -68,16 +70,59 @@ MatrixShape matrix_shape(const py::array& a, const char* name, bool allow_batch)
   return batched ? MatrixShape{true, dim(0), dim(1), dim(2)} : MatrixShape{false, 1, dim(0), dim(1)};
 }
 
-// One pass over the data, in parallel for large arrays (called with the GIL released).
+// Largest magnitude among count values, or NaN when one of them is NaN or inf.
 template <class T>
-void require_finite(const T* p, std::size_t count, const char* name) {
-  std::atomic<bool> finite{true};
+double max_abs(const T* p, std::size_t count) {
+  T largest = 0;
+  bool finite = true;
+  for (std::size_t i = 0; i < count; ++i) {
+    const T a = std::abs(p[i]);
+    finite &= std::isfinite(a);
+    largest = std::max(largest, a);
+  }
+  return finite ? static_cast<double>(largest) : std::nan("");
+}
+
+// One pass over the data, in parallel for large arrays (called with the GIL released): refuses
+// NaN and inf, naming the argument, and returns the largest magnitude.
+template <class T>
+double require_finite(const T* p, std::size_t count, const char* name) {
+  std::mutex mutex;
+  double largest = 0;
   parallel_rows(count, 1, [&](std::size_t begin, std::size_t end) {
-    bool ok = true;
-    for (std::size_t i = begin; i < end; ++i) ok &= std::isfinite(p[i]);
-    if (!ok) finite = false;
+    const double block = max_abs(p + begin, end - begin);
+    std::lock_guard<std::mutex> lock(mutex);
+    largest = std::isnan(block) || std::isnan(largest) ? block : std::max(largest, block);
   });
-  if (!finite) throw std::invalid_argument(std::string(name) + ": expected finite values, found NaN or inf");
+  if (std::isnan(largest))
+    throw std::invalid_argument(std::string(name) + ": expected finite values, found NaN or inf");
+  return largest;
+}
+
+// The largest magnitude of each of `batch` consecutive matrices of `size` values, refusing NaN
+// and inf as require_finite does.
+template <class T>
+std::vector<double> require_finite_matrices(const T* p, std::size_t batch, std::size_t size, const char* name) {
+  if (batch == 1) return {require_finite(p, size, name)};
+  std::vector<double> largest(batch);
+  parallel_for(batch, batch_workers(batch), [&](std::size_t b) { largest[b] = max_abs(p + b * size, size); });
+  if (std::any_of(largest.begin(), largest.end(), [](double v) { return std::isnan(v); }))
+    throw std::invalid_argument(std::string(name) + ": expected finite values, found NaN or inf");
+  return largest;
+}
+
+template <class T>
+const char* dtype_name() {
+  return std::is_same_v<T, float> ? "float32" : "float64";
+}
+
+// A result that does not fit the dtype (singular values or a pseudoinverse beyond its largest
+// number) is an OverflowError, never inf or NaN handed back.
+template <class T>
+void require_representable(const T* p, std::size_t count, const char* what) {
+  if (std::isnan(max_abs(p, count)))
+    throw std::overflow_error(std::string(what) + " overflows " + dtype_name<T>() +
+                              "; compute in float64 or scale the input down");
 }
 
 template <class T>
@@ -129,6 +174,7 @@ py::object svd(const py::array& a) {
         svd_rowmajor(in + b * s.rows * s.cols, s.rows, s.cols, pu + b * s.rows * q, ps + b * q,
                      pv + b * q * s.cols, work);
       });
+      require_representable(ps, s.batch * q, "A's largest singular value");
     }
     return py::make_tuple(u, sv, vh);
   });
@@ -154,13 +200,14 @@ py::object rsvd(const py::array& a, long long k, long long oversample, long long
     T *pu = u.mutable_data(), *ps = sv.mutable_data(), *pv = vh.mutable_data();
     {
       py::gil_scoped_release release;
-      require_finite(in, s.batch * s.rows * s.cols, "A");
+      const std::vector<double> largest = require_finite_matrices(in, s.batch, s.rows * s.cols, "A");
       const std::vector<T> omega = gaussian_sketch<T>(s.rows, s.cols, params);
       parallel_for(s.batch, batch_workers(s.batch), [&](std::size_t b) {
         RsvdWorkspace<T> ws;
-        rsvd_rowmajor(in + b * s.rows * s.cols, s.rows, s.cols, params, omega.data(), pu + b * s.rows * params.k,
-                      ps + b * params.k, pv + b * params.k * s.cols, ws);
+        rsvd_scaled_rowmajor(in + b * s.rows * s.cols, s.rows, s.cols, largest[b], params, omega.data(),
+                             pu + b * s.rows * params.k, ps + b * params.k, pv + b * params.k * s.cols, ws);
       });
+      require_representable(ps, s.batch * params.k, "A's largest singular value");
     }
     return py::make_tuple(u, sv, vh);
   });
@@ -233,9 +280,14 @@ py::object project(const py::array& x, const py::array& basis) {
     T *ps = signal.mutable_data(), *pr = residual.mutable_data();
     {
       py::gil_scoped_release release;
-      require_finite(px, xs.rows * xs.cols, "X");
-      require_finite(pb, r * xs.cols, "basis");
+      const double x_max = require_finite(px, xs.rows * xs.cols, "X");
+      const double b_max = require_finite(pb, r * xs.cols, "basis");
       project_rowmajor(px, xs.rows, xs.cols, pb, r, ps, pr);
+      // |X B^T B| <= r n max|X| max|B|^2 elementwise: only inputs near the dtype's limit can overflow.
+      if (2.0 * r * xs.cols * x_max * b_max * b_max > std::numeric_limits<T>::max()) {
+        require_representable(ps, xs.rows * xs.cols, "the signal part");
+        require_representable(pr, xs.rows * xs.cols, "the residual part");
+      }
     }
     return py::make_tuple(signal, residual);
   });
@@ -260,6 +312,7 @@ py::object pinv(const py::array& a, std::optional<double> rtol, std::optional<do
         pinv_from_factors(f, s.rows, s.cols, /*transposed=*/false, po + b * s.rows * s.cols);
         pr[b] = static_cast<std::int64_t>(f.rank);
       });
+      require_representable(po, s.batch * s.rows * s.cols, "the pseudoinverse");
     }
     return py::make_tuple(out, ranks);
   });
@@ -345,6 +398,7 @@ void bind_chain(py::module_& m, const char* name) {
               require_finite(py_, s.rows * s.cols, "Y");
               if (pref) require_finite(pref, ref_rows * chain.input_dim(), "reference");
               chain.reconstruct(py_, s.rows, pref, ref_rows, every_layer, px, clamped);
+              require_representable(px, s.rows * chain.input_dim(), "the reconstructed input");
             }
             return py::make_tuple(x, clamped);
           },
@@ -364,6 +418,7 @@ void bind_chain(py::module_& m, const char* name) {
               py::gil_scoped_release release;
               require_finite(px, s.rows * s.cols, "X");
               chain.forward(px, s.rows, py_);
+              require_representable(py_, s.rows * chain.output_dim(), "the chain's output");
             }
             return y;
           },

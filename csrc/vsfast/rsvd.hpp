@@ -15,7 +15,9 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cmath>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 namespace vsfast {
@@ -29,7 +31,7 @@ struct RsvdParams {
 
 template <class T>
 struct RsvdWorkspace {
-  std::vector<T> y, z, ub, vbt, s;
+  std::vector<T> y, z, ub, vbt, s, scaled;
   OrthWorkspace<T> orth;
 };
 
@@ -102,6 +104,31 @@ void rsvd_rowmajor(const T* a, std::size_t m, std::size_t n, const RsvdParams& p
     gemm(false, true, bk, bl, bsk, T(1), ws.vbt.data(), bsk, ws.y.data(), bl, T(0), u, bk);
     std::copy(ws.ub.begin(), ws.ub.begin() + static_cast<std::ptrdiff_t>(n * p.k), vh);
   }
+}
+
+// The power-of-two exponent that brings a matrix whose largest magnitude is max_abs near 1, or 0
+// when it is safe as it is. The sketch's Gram matrices square the matrix's scale: beyond
+// 2^(max_exponent / 4) they could overflow, below its reciprocal lose digits to underflow.
+template <class T>
+int rescaling_exponent(double max_abs) {
+  constexpr int limit = std::numeric_limits<T>::max_exponent / 4;  // 32 for float, 256 for double
+  if (max_abs == 0) return 0;
+  const int e = std::ilogb(max_abs);
+  return e > limit || e < -limit ? e : 0;
+}
+
+// rsvd_rowmajor for any finite a, its largest magnitude given: a matrix outside the safe range
+// is scaled by a power of two (exact) into a copy, and its singular values scaled back. Those
+// may then exceed the dtype, which the caller checks.
+template <class T>
+void rsvd_scaled_rowmajor(const T* a, std::size_t m, std::size_t n, double max_abs, const RsvdParams& p,
+                          const T* omega, T* u, T* s, T* vh, RsvdWorkspace<T>& ws) {
+  const int e = rescaling_exponent<T>(max_abs);
+  if (e == 0) return rsvd_rowmajor(a, m, n, p, omega, u, s, vh, ws);
+  ws.scaled.resize(m * n);
+  for (std::size_t i = 0; i < m * n; ++i) ws.scaled[i] = std::ldexp(a[i], -e);
+  rsvd_rowmajor(ws.scaled.data(), m, n, p, omega, u, s, vh, ws);
+  for (std::size_t j = 0; j < p.k; ++j) s[j] = std::ldexp(s[j], e);
 }
 
 }  // namespace vsfast
