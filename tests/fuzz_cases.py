@@ -27,10 +27,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import vsfast
+from vsfast.data import DataError
 from vsfast.inverse import class_targets, onehot_targets
 
-# What vsfast documents it raises for bad input, results beyond the dtype and impossible sizes.
-DOCUMENTED = (TypeError, ValueError, OverflowError, MemoryError)
+# What vsfast documents it raises for bad input, results beyond the dtype, impossible sizes, and
+# files that are missing or damaged.
+DOCUMENTED = (TypeError, ValueError, OverflowError, MemoryError, OSError, DataError)
 
 FLOAT = (np.float32, np.float64)
 DTYPES = (np.bool_, np.int8, np.uint8, np.int32, np.int64, np.uint64, np.float16, np.float32, np.float64,
@@ -487,6 +489,50 @@ def fuzz_invert(examples):
         norms = np.linalg.norm(y, axis=1)
         error = np.linalg.norm(result.outputs - y, axis=1) / np.where(norms > 0, norms, 1)
         assert np.allclose(result.error, error, rtol=1e-6, atol=1e-12), "the reported errors are the outputs'"
+
+    case()
+
+
+def fuzz_figures(examples):
+    from vsfast import viz
+
+    @given(images=st.one_of(arrays(shape=(3, 4, 4), specials=False), arrays()), signal=arrays(shape=(3, 4, 4)),
+           titles=st.one_of(st.none(), st.just(["a", "b", "c"]), st.just("abc"), st.just([]), st.just(3)),
+           columns=INTS)
+    @settings(max_examples=examples, **SETTINGS)
+    def case(images, signal, titles, columns):
+        fig = run(repr((images, titles, columns)), viz.image_grid, images.obj, titles, columns=columns)
+        if fig is not REFUSED:
+            assert np.ndim(images.obj) in (3, 4) and len(fig.axes) >= len(images.obj)
+            viz.save(fig, io.BytesIO())
+        fig = run(repr((images, signal, titles)), viz.decomposition, images.obj, signal.obj, signal.obj, titles)
+        if fig is not REFUSED:
+            assert np.ndim(images.obj) in (3, 4) and np.ndim(signal.obj) == 3
+            viz.save(fig, io.BytesIO())
+
+    case()
+
+
+def fuzz_loading(examples):
+    from vsfast import data, models
+
+    root = Path(tempfile.mkdtemp())
+    (root / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03" + b"\xff" * 40)  # a lying header
+    (root / "train-labels-idx1-ubyte.gz").write_bytes(b"not gzip")
+    (root / "weights.safetensors").write_bytes(b"{}")
+
+    @given(split=st.sampled_from(["train", "test", "TRAIN", "", "val", None, 3]),
+           where=st.sampled_from([root, root / "missing", str(root / "weights.safetensors"), 5]),
+           dtype=st.sampled_from(["float32", "uint8", "float16", None]),
+           name=st.sampled_from(["fcnn1", "mnist_fcnn5", "FCNN-1", "resnet", "", None, 1]),
+           weights=st.sampled_from([None, root / "weights.safetensors", root / "missing.safetensors", root]))
+    @settings(max_examples=examples, **SETTINGS)
+    def case(split, where, dtype, name, weights):
+        got = run(repr((split, where, dtype)), data.mnist, split, where, dtype, download=False)
+        assert got is REFUSED, "the folder holds no valid MNIST"
+        model = run(repr((name, weights)), models.load, name, weights=weights)
+        if model is not REFUSED:
+            assert weights is None and models.store.canonical(name) in ("fcnn1", "fcnn5")
 
     case()
 

@@ -16,9 +16,9 @@ import pytest
 
 WORKER = Path(__file__).with_name("fuzz_cases.py")
 # Cases per target in the default suite: a few seconds each. The command's cases run real jobs.
-EXAMPLES = {"command": 30, "analyze": 150, "invert": 150, "threads": 50}
+EXAMPLES = {"command": 30, "analyze": 150, "invert": 150, "threads": 50, "figures": 60, "loading": 100}
 TARGETS = ["rsvd", "svd", "spaces", "project", "pinv", "reconstruct", "threads", "targets", "analyze", "invert",
-           "command"]
+           "figures", "loading", "command"]
 
 
 def run_target(target: str, examples: int, tmp_path: Path, *, random: bool = False) -> int:

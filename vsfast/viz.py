@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ._arrays import values
+from ._arrays import check_int, values
 
 __all__ = ["conv_kernels", "decomposition", "image_grid", "rejected_samples", "save", "signal_basis", "spectra"]
 
@@ -24,6 +24,33 @@ def _plt():
     return plt
 
 
+# More panels than this in one figure is a mistake (and minutes of drawing), not a figure.
+MAX_PANELS = 1000
+
+
+def _images(x: Any, name: str) -> np.ndarray:
+    """x as a float64 batch of grey-scale images (N x H x W, or N x 1 x H x W), 1 <= N <= MAX_PANELS."""
+    a = values(x)
+    if a.dtype.kind not in "fiub":
+        raise TypeError(f"{name}: expected real numbers, got dtype {a.dtype}")
+    a = a.astype(np.float64)
+    if a.ndim == 4 and a.shape[1] == 1:
+        a = a[:, 0]
+    if a.ndim != 3 or 0 in a.shape:
+        raise ValueError(f"{name}: expected a non-empty N x H x W batch of images, got shape {a.shape}")
+    if len(a) > MAX_PANELS:
+        raise ValueError(f"{name}: {len(a)} images is more than one figure shows ({MAX_PANELS} at most)")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name}: expected finite values, found NaN or inf")
+    return a
+
+
+def _labels(labels: Any, count: int, name: str) -> Any:
+    if labels is not None and (isinstance(labels, (str, bytes)) or len(labels) < count):
+        raise ValueError(f"{name}: expected one label per image ({count})")
+    return labels
+
+
 def save(fig, path) -> None:
     """Write ``fig`` as a PNG and close it."""
     fig.savefig(path, dpi=100, bbox_inches="tight")
@@ -34,10 +61,11 @@ def image_grid(images: np.ndarray, titles: Sequence[str] | None = None, *, colum
                title: str | None = None, symmetric: bool = False, size: float = 1.2):
     """A grid of grey-scale images (N x H x W). ``symmetric``: a diverging colour map centred
     on 0 with one scale per image, for basis vectors and residuals that take both signs."""
-    plt = _plt()
-    images = np.asarray(images, dtype=np.float64)
+    images = _images(images, "images")
     count = len(images)
-    columns = max(1, min(columns, count))
+    titles = _labels(titles, count, "titles")
+    columns = max(1, min(check_int(columns, "columns", low=1), count))
+    plt = _plt()
     rows = max(1, math.ceil(count / columns))
     fig, axes = plt.subplots(rows, columns, figsize=(size * columns, size * rows + (0.4 if title else 0)),
                              squeeze=False)
@@ -84,9 +112,14 @@ def decomposition(images: np.ndarray, signal: np.ndarray, residual: np.ndarray,
                   labels: Sequence[Any] | None = None, *, title: str | None = None):
     """Per input (a column): the image, its signal part and its residual part (rows), with the
     share of the input's energy in the residual."""
-    plt = _plt()
-    images, signal, residual = (np.asarray(a, dtype=np.float64) for a in (images, signal, residual))
+    images, signal, residual = (_images(a, n) for a, n in ((images, "images"), (signal, "signal"),
+                                                           (residual, "residual")))
+    if not images.shape == signal.shape == residual.shape:
+        raise ValueError(f"images, signal, residual: expected one shape, got {images.shape}, {signal.shape}, "
+                         f"{residual.shape}")
     count = len(images)
+    labels = _labels(labels, count, "labels")
+    plt = _plt()
     fig, axes = plt.subplots(3, count, figsize=(1.2 * count + 0.6, 4.2), squeeze=False)
     for i in range(count):
         energy = float(np.sum(images[i] ** 2)) or 1.0

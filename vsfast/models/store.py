@@ -28,6 +28,8 @@ CARD_FORMAT = "vsfast-weights/1"
 
 def canonical(name: str) -> str:
     """``"fcnn1"`` for "fcnn1", "mnist_fcnn1", "FCNN-1" and so on; ValueError if unknown."""
+    if not isinstance(name, str):
+        raise TypeError(f"name: expected a model name, one of {', '.join(BUILDERS)}; got {type(name).__name__}")
     key = name.lower().replace("-", "").replace("_", "")
     key = key.removeprefix("mnist")
     if key not in BUILDERS:
