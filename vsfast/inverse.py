@@ -303,8 +303,19 @@ def _nearest(model, images, labels, y, classes) -> np.ndarray:
 
 
 def _relative_error(outputs: np.ndarray, y: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(y, axis=1)
-    return np.linalg.norm(outputs - y, axis=1) / np.where(norms > 0, norms, 1.0)
+    norms = row_norms(y)
+    return row_norms(outputs - y) / np.where(norms > 0, norms, 1.0)
+
+
+def row_norms(a):
+    """The Euclidean norm of each row of a numpy array or torch tensor, taken after dividing the
+    row by its largest magnitude: no square overflows, even for targets of 1e300 (a constant
+    factor, so gradients through it are those of the plain norm)."""
+    if isinstance(a, np.ndarray):
+        peak = np.abs(a).max(axis=1, keepdims=True, initial=0)
+        return np.linalg.norm(a / np.where(peak > 0, peak, 1), axis=1) * peak[:, 0]
+    peak = a.detach().abs().amax(dim=1, keepdim=True)
+    return (a / peak.clamp(min=1e-300)).norm(dim=1) * peak[:, 0]
 
 
 # ----------------------------------------------------------------------------- pinv
@@ -380,11 +391,11 @@ def _repair(layers, activations, start: np.ndarray, y: np.ndarray, max_iter: int
 
     jacobian = torch.func.vmap(torch.func.jacrev(forward))
     target = torch.from_numpy(y)
-    scale = target.norm(dim=1).clamp(min=1e-300)
+    scale = row_norms(target).clamp(min=1e-300)
     center = torch.from_numpy(start)
 
     def errors(x):
-        return (forward(x) - target).norm(dim=1) / scale
+        return row_norms(forward(x) - target) / scale
 
     def solve(jac, rhs):  # minimum-norm solutions of jac @ dx = rhs, per target
         return torch.einsum("bnm,bm->bn", pinv(jac), rhs)
@@ -402,7 +413,7 @@ def _repair(layers, activations, start: np.ndarray, y: np.ndarray, max_iter: int
             improved = False
             for _ in range(_HALVINGS):
                 trial = sub + damping * direction
-                trial_err = (forward(trial) - target[active]).norm(dim=1) / scale[active]
+                trial_err = row_norms(forward(trial) - target[active]) / scale[active]
                 better = (trial_err < err[active]) & (damping[:, 0] > 0)
                 improved |= bool(better.any())
                 sub = torch.where(better[:, None], trial, sub)
@@ -474,13 +485,13 @@ def _invert_optimize(model, y, ref, dtype, tol, max_iter, lr, optimizer, box, pr
         x.clamp_(*box)
     x.requires_grad_(True)
     target = torch.from_numpy(y)  # float64: the squares of float32 residuals never overflow there
-    norms = torch.from_numpy(np.linalg.norm(y, axis=1)).clamp(min=1e-300)
+    norms = torch.from_numpy(row_norms(y)).clamp(min=1e-300)
     iterations = np.full(len(y), max_iter, dtype=np.int64)
     active = torch.ones(len(y), dtype=torch.bool)
     reached = x.detach().clone()  # the inputs of the targets already reached
 
     def residual_norms():
-        return (net(x).double() - target).norm(dim=1)
+        return row_norms(net(x).double() - target)
 
     opt = (torch.optim.Adam([x], lr=lr) if optimizer == "adam" else
            torch.optim.LBFGS([x], lr=1, max_iter=1, history_size=20, line_search_fn="strong_wolfe"))

@@ -122,7 +122,8 @@ template <class T>
 void require_representable(const T* p, std::size_t count, const char* what) {
   if (std::isnan(max_abs(p, count)))
     throw std::overflow_error(std::string(what) + " overflows " + dtype_name<T>() +
-                              "; compute in float64 or scale the input down");
+                              (std::is_same_v<T, float> ? "; compute in float64 or scale the input down"
+                                                        : "; scale the input down"));
 }
 
 template <class T>

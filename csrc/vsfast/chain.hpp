@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstddef>
 #include <limits>
 #include <memory>
@@ -43,9 +44,12 @@ std::size_t rank_of(const T* s, std::size_t count, std::size_t m, std::size_t n,
 template <class T>
 struct PinvFactors {
   std::size_t rank = 0;
-  std::vector<T> u, s, vh;  // thin SVD of W: u m x q, s q, vh q x n, q = min(m, n)
+  int exponent = 0;         // the factors are those of W * 2^-exponent
+  std::vector<T> u, s, vh;  // thin SVD: u m x q, s q, vh q x n, q = min(m, n)
 };
 
+// A matrix large enough for its singular values to overflow is decomposed scaled down by a
+// power of two (exact), and its pseudoinverse, which is small, scaled back.
 template <class T>
 PinvFactors<T> pinv_factors(const T* w, std::size_t m, std::size_t n, std::optional<double> rtol,
                             std::optional<double> atol) {
@@ -54,8 +58,12 @@ PinvFactors<T> pinv_factors(const T* w, std::size_t m, std::size_t n, std::optio
   f.u.resize(m * q);
   f.s.resize(q);
   f.vh.resize(q * n);
+  double largest = 0;
+  for (std::size_t i = 0; i < m * n; ++i) largest = std::max(largest, static_cast<double>(std::abs(w[i])));
+  f.exponent = std::max(0, rescaling_exponent<T>(largest));
   std::vector<T> work;
-  svd_rowmajor(w, m, n, f.u.data(), f.s.data(), f.vh.data(), work);
+  svd_rowmajor(w, m, n, f.u.data(), f.s.data(), f.vh.data(), work, f.exponent);
+  if (atol) atol = std::ldexp(*atol, -f.exponent);
   f.rank = rank_of(f.s.data(), q, m, n, rtol, atol);
   return f;
 }
@@ -70,7 +78,7 @@ void pinv_from_factors(const PinvFactors<T>& f, std::size_t m, std::size_t n, bo
   }
   std::vector<T> scaled_vh(f.vh.begin(), f.vh.begin() + static_cast<std::ptrdiff_t>(r * n));
   for (std::size_t i = 0; i < r; ++i)
-    for (std::size_t j = 0; j < n; ++j) scaled_vh[i * n + j] /= f.s[i];
+    for (std::size_t j = 0; j < n; ++j) scaled_vh[i * n + j] = std::ldexp(scaled_vh[i * n + j] / f.s[i], -f.exponent);
   const blas_int bm = to_blas_int(m, "rows"), bn = to_blas_int(n, "columns");
   const blas_int br = static_cast<blas_int>(r), bq = static_cast<blas_int>(q);
   if (transposed)  // U_r (S_r^-1 Vh_r)

@@ -106,17 +106,6 @@ void rsvd_rowmajor(const T* a, std::size_t m, std::size_t n, const RsvdParams& p
   }
 }
 
-// The power-of-two exponent that brings a matrix whose largest magnitude is max_abs near 1, or 0
-// when it is safe as it is. The sketch's Gram matrices square the matrix's scale: beyond
-// 2^(max_exponent / 4) they could overflow, below its reciprocal lose digits to underflow.
-template <class T>
-int rescaling_exponent(double max_abs) {
-  constexpr int limit = std::numeric_limits<T>::max_exponent / 4;  // 32 for float, 256 for double
-  if (max_abs == 0) return 0;
-  const int e = std::ilogb(max_abs);
-  return e > limit || e < -limit ? e : 0;
-}
-
 // rsvd_rowmajor for any finite a, its largest magnitude given: a matrix outside the safe range
 // is scaled by a power of two (exact) into a copy, and its singular values scaled back. Those
 // may then exceed the dtype, which the caller checks.
