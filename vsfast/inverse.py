@@ -201,6 +201,8 @@ def _targets(targets: Any) -> np.ndarray:
         raise ValueError(f"targets: expected a non-empty N x outputs array, got shape {y.shape}")
     if not np.all(np.isfinite(y)):
         raise ValueError("targets: contains NaN or inf")
+    if not np.all(np.isfinite(row_norms(y))):  # the relative errors would be inf / inf
+        raise ValueError("targets: the norm of a target exceeds float64's range")
     return y
 
 
