@@ -3,9 +3,11 @@
 Every layer is a linear map between signal spaces. Its SVD gives four spaces (signal, signal
 output, rejected signal, rejected signal output); inputs split into what a layer keeps and what it
 rejects; pseudoinverses and inverse activations, chained backwards, compute inputs that produce
-chosen outputs. The heavy work runs in a compiled core (``vsfast._core``).
+chosen outputs. The heavy work runs in a compiled core (``vsfast._core``), and for torch CUDA
+tensors and CuPy arrays in its GPU twin (``vsfast._cuda``) where that was built.
 """
 
+from ._gpu import cuda_available, get_gpu_precision, set_gpu_precision
 from .analysis import LayerAnalysis, Report, analyze
 from .linalg import (
     Chain,
@@ -27,5 +29,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Chain", "LayerAnalysis", "Report", "analyze", "LinAlgError", "RangeWarning", "Reconstruction", "Spaces",
-    "get_num_threads", "pinv", "project", "reconstruct", "rsvd", "set_num_threads", "spaces", "svd",
+    "cuda_available", "get_gpu_precision", "get_num_threads", "pinv", "project", "reconstruct", "rsvd", "set_num_threads", "spaces", "svd",
 ]
