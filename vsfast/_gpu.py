@@ -360,8 +360,11 @@ def project(X: Any, basis: Any, *, side: str = "input"):
         if not isinstance(basis, GpuSpaces):
             raise TypeError(f"basis: Spaces computed on the CPU, but X is a {fw.kind} on CUDA device {fw.index}; "
                             "compute the spaces of the weight on the GPU")
+        if (basis._fw.kind, basis._fw.index) != (fw.kind, fw.index):
+            raise TypeError(f"basis: spaces of a {basis._fw.kind} on CUDA device {basis._fw.index}, but X is a "
+                            f"{fw.kind} on CUDA device {fw.index}")
         rows, swap = basis._projection_rows(side, inputs=int(np.prod(x.shape[:-1])) if x.ndim > 1 else 1)
-        rows, _ = operand(rows, "basis", ndims=(2,), dtype=fw.dtype_name(x), like=fw)
+        rows = basis._fw.prepare(rows, fw.dtype_name(x))  # may have no rows (rank 0)
     else:
         cols, _ = operand(basis, "basis", ndims=(2,), dtype=fw.dtype_name(x), like=fw)
         rows = fw.contiguous(cols.T)
