@@ -110,6 +110,14 @@ def test_foreign_gpu_array_needs_cupy():
         pytest.skip("CuPy is installed: a foreign array would be read through it")
 
 
+def test_gpu_benchmark_exits_cleanly_without_a_gpu():
+    if vsfast.cuda_available():
+        pytest.skip("a GPU is present: scripts/gpu-check.sh runs the benchmark")
+    script = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks", "cuda.py")
+    out = subprocess.run([sys.executable, script, "--quick"], capture_output=True, text=True, check=True)
+    assert "no GPU to measure on" in out.stdout
+
+
 def test_gpu_precision_setting():
     assert vsfast.get_gpu_precision() in ("float32", "tf32")
     with pytest.raises(ValueError, match="precision"):
