@@ -44,13 +44,12 @@ struct RsvdWork {
     w.y_alt = arena.take<T>(b * ls * l);
     w.z = arena.take<T>(b * ss * l);
     w.z_alt = arena.take<T>(b * ss * l);
+    w.small = TallSvdWork<T>::layout(arena, ctx, d.short_side, d.l, d.batch);
     w.s_all = arena.take<T>(b * l);
-    w.ub = arena.take<T>(b * ss * l);
+    w.ub = arena.take<T>(b * w.small.u_stride);  // short x l, or short x short from gesvdjBatched
     w.v = arena.take<T>(b * l * l);
     w.flag = arena.take<int>(1);
     w.orth = OrthWork<T>::layout(arena, ctx, d.long_side, d.l, b);
-    // Its rows never exceed 32 where the batched solver is chosen only if short_side <= 32.
-    w.small = TallSvdWork<T>::layout(arena, ctx, d.short_side, d.l, d.batch);
     return w;
   }
 };

@@ -18,6 +18,64 @@ namespace vsfast::cuda {
 
 constexpr int kBatchedJacobiLimit = 32;
 
+// Sum over the block, returned to every thread (kThreads threads, `scratch` kThreads doubles).
+__device__ inline double block_sum(double value, double* scratch) {
+  scratch[threadIdx.x] = value;
+  __syncthreads();
+  for (unsigned s = blockDim.x / 2; s > 0; s /= 2) {
+    if (threadIdx.x < s) scratch[threadIdx.x] += scratch[threadIdx.x + s];
+    __syncthreads();
+  }
+  const double total = scratch[0];
+  __syncthreads();
+  return total;
+}
+
+// Left singular vectors of (numerically) zero singular values: a one-sided Jacobi SVD forms U's
+// columns as A v_j / s_j, which is no direction at all when s_j is at the rounding level. Such
+// columns (s_j <= rel_tol * s_0, s sorted descending) are replaced, as LAPACK's gesdd does, by an
+// orthonormal completion of the columns before them: canonical vectors orthogonalised twice
+// (classical Gram-Schmidt with reorthogonalisation), the first whose remainder keeps at least
+// 1/(2 rows) of its squared length. That changes A's reconstruction by at most s_j. One block per
+// matrix; nothing to do (one comparison) for full-rank matrices.
+template <class T>
+__global__ void complete_null_columns_kernel(T* u, std::size_t rows, std::size_t q, std::size_t u_stride, const T* s,
+                                             std::size_t s_stride, double rel_tol) {
+  __shared__ double scratch[kThreads];
+  T* ub = u + blockIdx.x * u_stride;
+  const T* sb = s + blockIdx.x * s_stride;
+  const double tau = rel_tol * static_cast<double>(sb[0]);
+  std::size_t first = 0;
+  while (first < q && static_cast<double>(sb[first]) > tau) ++first;
+  std::size_t candidate = 0;
+  for (std::size_t j = first; j < q; ++j) {
+    T* col = ub + j * rows;
+    for (; candidate < rows; ++candidate) {
+      for (std::size_t i = threadIdx.x; i < rows; i += blockDim.x) col[i] = i == candidate ? T(1) : T(0);
+      __syncthreads();
+      for (int pass = 0; pass < 2; ++pass)
+        for (std::size_t c = 0; c < j; ++c) {
+          const T* other = ub + c * rows;
+          double dot = 0;
+          for (std::size_t i = threadIdx.x; i < rows; i += blockDim.x) dot += double(other[i]) * double(col[i]);
+          dot = block_sum(dot, scratch);
+          for (std::size_t i = threadIdx.x; i < rows; i += blockDim.x) col[i] -= T(dot) * other[i];
+          __syncthreads();
+        }
+      double norm2 = 0;
+      for (std::size_t i = threadIdx.x; i < rows; i += blockDim.x) norm2 += double(col[i]) * double(col[i]);
+      norm2 = block_sum(norm2, scratch);
+      if (norm2 * 2.0 * double(rows) > 1.0) {
+        const T scale = T(1.0 / sqrt(norm2));
+        for (std::size_t i = threadIdx.x; i < rows; i += blockDim.x) col[i] *= scale;
+        __syncthreads();
+        break;
+      }
+    }
+    ++candidate;
+  }
+}
+
 template <class T>
 struct TallSvdWork {
   int rows = 0, cols = 0, batch = 0;
@@ -57,6 +115,12 @@ void tall_svd(const Bound& bd, T* a, T* s, T* u, T* v, TallSvdWork<T>& w) {
              w.work + lane_index * static_cast<std::size_t>(std::max(w.lwork, 1)), w.lwork, w.info + b, lane.jacobi);
     });
   }
+  // Columns of u for singular values at the rounding level of s_0 get an orthonormal completion.
+  const double eps = sizeof(T) == 4 ? 1.1920928955078125e-07 : 2.220446049250313e-16;
+  complete_null_columns_kernel<<<static_cast<unsigned>(w.batch), kThreads, 0, bd.stream>>>(
+      u, static_cast<std::size_t>(w.rows), static_cast<std::size_t>(w.cols), w.u_stride, s,
+      static_cast<std::size_t>(w.cols), static_cast<double>(w.rows) * eps);
+  check_launch("complete_null_columns_kernel");
   const std::vector<int> info = fetch_ints(w.info, w.batch, bd.stream);
   for (int b = 0; b < w.batch; ++b)
     if (info[b] != 0)
