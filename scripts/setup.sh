@@ -13,11 +13,19 @@ PYTHON=${PYTHON:-python3}
 VSFAST_CUDA_SITE=$(.venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(.venv/bin/python -c "import os; print(len(os.sched_getaffinity(0)))")}
 export VSFAST_CUDA_SITE CMAKE_BUILD_PARALLEL_LEVEL
-.venv/bin/python -m pip install --quiet -e '.[all]'
-# In a fresh .venv the nvidia wheels arrive in the same pip run, after vsfast was built: build once
-# more now that they are there.
 has_nvcc() { command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; }
-has_cuda_module() { .venv/bin/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('vsfast._cuda') is None)"; }
-if [ "${VSFAST_CUDA:-AUTO}" != OFF ] && has_nvcc && ! has_cuda_module; then
-    .venv/bin/python -m pip install --quiet --no-deps -e .
+if [ "${VSFAST_CUDA:-AUTO}" != OFF ] && has_nvcc && [ ! -d "$VSFAST_CUDA_SITE/nvidia" ]; then
+    # A fresh .venv: install the dependencies (torch brings the CUDA libraries) before vsfast is
+    # built, so that one build makes both modules.
+    deps=$(.venv/bin/python -c "
+try:
+    import tomllib
+except ImportError:  # Python 3.10: pip's own copy
+    from pip._vendor import tomli as tomllib
+project = tomllib.load(open('pyproject.toml', 'rb'))['project']
+groups = [project['dependencies'], *project['optional-dependencies'].values()]
+print('\n'.join(d for g in groups for d in g if not d.startswith('vsfast')))")
+    # shellcheck disable=SC2086
+    .venv/bin/python -m pip install --quiet $deps
 fi
+.venv/bin/python -m pip install --quiet -e '.[all]'

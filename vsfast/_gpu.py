@@ -148,7 +148,7 @@ def _torch_cuda_tensor(x: Any) -> bool:
 
 def is_gpu(x: Any) -> bool:
     """A torch CUDA tensor or an object exposing ``__cuda_array_interface__`` (CuPy, Numba...)."""
-    return _torch_cuda_tensor(x) or (hasattr(x, "__cuda_array_interface__") and not _is_torch(x))
+    return _torch_cuda_tensor(x) or (not _is_torch(x) and hasattr(x, "__cuda_array_interface__"))
 
 
 def _is_torch(x: Any) -> bool:
@@ -173,7 +173,7 @@ def _where(x: Any) -> str:
 def _framework_of(x: Any, name: str):
     if _torch_cuda_tensor(x):
         return _Torch(x.device.index if x.device.index is not None else 0)
-    if hasattr(x, "__cuda_array_interface__") and not _is_torch(x):
+    if not _is_torch(x) and hasattr(x, "__cuda_array_interface__"):
         try:
             import cupy
         except ImportError:
