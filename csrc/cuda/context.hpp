@@ -58,7 +58,7 @@ struct Lane {
   cudaEvent_t done = nullptr;
 };
 
-constexpr std::size_t kMaxLanes = 8;
+constexpr std::size_t kMaxLanes = 16;
 
 // Handles of one thread on one device, created on first use and kept for the life of the process:
 // creating them costs milliseconds, and destroying them at exit can race the driver's teardown.
