@@ -70,7 +70,8 @@ def gemm_floor(a: torch.Tensor):
 def spectral_error(a: torch.Tensor, u, s, vh, iters: int = 30) -> float:
     """||A - U S Vh||_2 by power iteration on the residual, in float64 on the GPU (never formed)."""
     a64, u64, s64, vh64 = (t.to(torch.float64) for t in (a, u, s, vh))
-    x = torch.randn(a.shape[-1], dtype=torch.float64, device=a.device, generator=torch.Generator(a.device).manual_seed(0))
+    generator = torch.Generator(a.device).manual_seed(0)
+    x = torch.randn(a.shape[-1], dtype=torch.float64, device=a.device, generator=generator)
     norm = 0.0
     for _ in range(iters):
         x = x / torch.linalg.norm(x)
@@ -86,7 +87,9 @@ def rsvd_row(shape, rounds: int, linalg_rounds: int, tf32: bool) -> list:
     floor = gpu_time(gemm_floor(a), rounds)
     ours = gpu_time(ours_fn, rounds)
     lowrank = gpu_time(lambda: torch_lowrank(a), rounds)
-    full = gpu_time(lambda: torch.linalg.svd(a, full_matrices=False), linalg_rounds, warmup=1) if linalg_rounds else None
+    full = None
+    if linalg_rounds:
+        full = gpu_time(lambda: torch.linalg.svd(a, full_matrices=False), linalg_rounds, warmup=1)
     first = (lambda t: t[0]) if a.ndim == 3 else (lambda t: t)
     u, s, vh = ours_fn()
     torch.manual_seed(0)

@@ -75,10 +75,12 @@ find_library(VSFAST_CUSOLVER_LIBRARY NAMES cusolver libcusolver.so.12 libcusolve
              PATHS ${_vsfast_cuda_roots} PATH_SUFFIXES lib lib64 NO_DEFAULT_PATH)
 foreach(_what CUBLAS_INCLUDE_DIR CUSOLVER_INCLUDE_DIR CUBLAS_LIBRARY CUSOLVER_LIBRARY)
   if(NOT VSFAST_${_what})
-    vsfast_cuda_unavailable("${_what} was not found (searched ${_vsfast_cuda_roots}; set VSFAST_CUDA_SITE to the site-packages holding torch's nvidia wheels)")
+    set(_hint "set VSFAST_CUDA_SITE to the site-packages holding torch's nvidia wheels")
+    vsfast_cuda_unavailable("${_what} was not found (searched ${_vsfast_cuda_roots}; ${_hint})")
   endif()
 endforeach()
-message(STATUS "vsfast: CUDA module for sm ${CMAKE_CUDA_ARCHITECTURES} with ${VSFAST_CUBLAS_LIBRARY} and ${VSFAST_CUSOLVER_LIBRARY}")
+message(STATUS "vsfast: CUDA module for sm ${CMAKE_CUDA_ARCHITECTURES} with ${VSFAST_CUBLAS_LIBRARY} and "
+               "${VSFAST_CUSOLVER_LIBRARY}")
 
 pybind11_add_module(_cuda MODULE
   csrc/bindings/cuda.cpp
@@ -90,8 +92,8 @@ pybind11_add_module(_cuda MODULE
 target_include_directories(_cuda PRIVATE csrc)
 # After the toolkit's own headers, so that the wheel's copies of the runtime headers never
 # shadow those of the compiler in use.
-target_include_directories(_cuda SYSTEM AFTER PRIVATE ${CUDAToolkit_INCLUDE_DIRS} "${VSFAST_CUBLAS_INCLUDE_DIR}"
-                           "${VSFAST_CUSOLVER_INCLUDE_DIR}")
+target_include_directories(_cuda SYSTEM AFTER PRIVATE ${CUDAToolkit_INCLUDE_DIRS}
+                           "${VSFAST_CUBLAS_INCLUDE_DIR}" "${VSFAST_CUSOLVER_INCLUDE_DIR}")
 # The runtime is linked statically: only cuBLAS and cuSOLVER must be found at run time.
 target_link_libraries(_cuda PRIVATE CUDA::cudart_static "${VSFAST_CUBLAS_LIBRARY}" "${VSFAST_CUSOLVER_LIBRARY}")
 target_compile_options(_cuda PRIVATE
@@ -102,6 +104,7 @@ set_target_properties(_cuda PROPERTIES CUDA_SEPARABLE_COMPILATION OFF)
 get_filename_component(_vsfast_cublas_dir "${VSFAST_CUBLAS_LIBRARY}" DIRECTORY)
 get_filename_component(_vsfast_cusolver_dir "${VSFAST_CUSOLVER_LIBRARY}" DIRECTORY)
 set_target_properties(_cuda PROPERTIES
-  INSTALL_RPATH "$ORIGIN/../nvidia/cu13/lib;$ORIGIN/../nvidia/cublas/lib;$ORIGIN/../nvidia/cusolver/lib;${_vsfast_cublas_dir};${_vsfast_cusolver_dir}"
+  INSTALL_RPATH
+    "$ORIGIN/../nvidia/cu13/lib;$ORIGIN/../nvidia/cublas/lib;$ORIGIN/../nvidia/cusolver/lib;${_vsfast_cublas_dir};${_vsfast_cusolver_dir}"
   BUILD_WITH_INSTALL_RPATH ON)
 install(TARGETS _cuda LIBRARY DESTINATION vsfast)

@@ -73,7 +73,8 @@ inline int orgqr_lwork(cusolverDnHandle_t h, int m, int n, double*) {
   VSFAST_CHECK(cusolverDnDorgqr_bufferSize(h, m, n, n, probe<double>(), m, probe<double>(), &lwork));
   return lwork;
 }
-inline void geqrf(cusolverDnHandle_t h, int m, int n, float* a, int lda, float* tau, float* work, int lwork, int* info) {
+inline void geqrf(cusolverDnHandle_t h, int m, int n, float* a, int lda, float* tau, float* work, int lwork,
+                  int* info) {
   VSFAST_CHECK(cusolverDnSgeqrf(h, m, n, a, lda, tau, work, lwork, info));
 }
 inline void geqrf(cusolverDnHandle_t h, int m, int n, double* a, int lda, double* tau, double* work, int lwork,
@@ -93,36 +94,40 @@ inline void orgqr(cusolverDnHandle_t h, int m, int n, double* a, int lda, const 
 // = u diag(s) v^T with u m x n, v n x n.
 inline int gesvdj_lwork(cusolverDnHandle_t h, int m, int n, gesvdjInfo_t p, float*) {
   int lwork = 0;
-  VSFAST_CHECK(cusolverDnSgesvdj_bufferSize(h, CUSOLVER_EIG_MODE_VECTOR, 1, m, n, probe<float>(), m, probe<float>(), probe<float>(), m,
-                                            probe<float>(), n, &lwork, p));
+  VSFAST_CHECK(cusolverDnSgesvdj_bufferSize(h, CUSOLVER_EIG_MODE_VECTOR, 1, m, n, probe<float>(), m,
+                                            probe<float>(), probe<float>(), m, probe<float>(), n, &lwork, p));
   return lwork;
 }
 inline int gesvdj_lwork(cusolverDnHandle_t h, int m, int n, gesvdjInfo_t p, double*) {
   int lwork = 0;
-  VSFAST_CHECK(cusolverDnDgesvdj_bufferSize(h, CUSOLVER_EIG_MODE_VECTOR, 1, m, n, probe<double>(), m, probe<double>(), probe<double>(), m,
-                                            probe<double>(), n, &lwork, p));
+  VSFAST_CHECK(cusolverDnDgesvdj_bufferSize(h, CUSOLVER_EIG_MODE_VECTOR, 1, m, n, probe<double>(), m,
+                                            probe<double>(), probe<double>(), m, probe<double>(), n, &lwork, p));
   return lwork;
 }
 inline void gesvdj(cusolverDnHandle_t h, int m, int n, float* a, float* s, float* u, float* v, float* work, int lwork,
                    int* info, gesvdjInfo_t p) {
-  VSFAST_CHECK(cusolverDnSgesvdj(h, CUSOLVER_EIG_MODE_VECTOR, 1, m, n, a, m, s, u, m, v, n, work, lwork, info, p));
+  VSFAST_CHECK(
+      cusolverDnSgesvdj(h, CUSOLVER_EIG_MODE_VECTOR, 1, m, n, a, m, s, u, m, v, n, work, lwork, info, p));
 }
 inline void gesvdj(cusolverDnHandle_t h, int m, int n, double* a, double* s, double* u, double* v, double* work,
                    int lwork, int* info, gesvdjInfo_t p) {
-  VSFAST_CHECK(cusolverDnDgesvdj(h, CUSOLVER_EIG_MODE_VECTOR, 1, m, n, a, m, s, u, m, v, n, work, lwork, info, p));
+  VSFAST_CHECK(
+      cusolverDnDgesvdj(h, CUSOLVER_EIG_MODE_VECTOR, 1, m, n, a, m, s, u, m, v, n, work, lwork, info, p));
 }
 
 // Full SVDs of a batch of matrices of at most 32 x 32 (gesvdjBatched): u m x m, v n x n.
 inline int gesvdj_batched_lwork(cusolverDnHandle_t h, int m, int n, gesvdjInfo_t p, int batch, float*) {
   int lwork = 0;
-  VSFAST_CHECK(cusolverDnSgesvdjBatched_bufferSize(h, CUSOLVER_EIG_MODE_VECTOR, m, n, probe<float>(), m, probe<float>(), probe<float>(), m,
-                                                   probe<float>(), n, &lwork, p, batch));
+  VSFAST_CHECK(cusolverDnSgesvdjBatched_bufferSize(h, CUSOLVER_EIG_MODE_VECTOR, m, n, probe<float>(), m,
+                                                   probe<float>(), probe<float>(), m, probe<float>(), n, &lwork, p,
+                                                   batch));
   return lwork;
 }
 inline int gesvdj_batched_lwork(cusolverDnHandle_t h, int m, int n, gesvdjInfo_t p, int batch, double*) {
   int lwork = 0;
-  VSFAST_CHECK(cusolverDnDgesvdjBatched_bufferSize(h, CUSOLVER_EIG_MODE_VECTOR, m, n, probe<double>(), m, probe<double>(), probe<double>(), m,
-                                                   probe<double>(), n, &lwork, p, batch));
+  VSFAST_CHECK(cusolverDnDgesvdjBatched_bufferSize(h, CUSOLVER_EIG_MODE_VECTOR, m, n, probe<double>(), m,
+                                                   probe<double>(), probe<double>(), m, probe<double>(), n, &lwork, p,
+                                                   batch));
   return lwork;
 }
 inline void gesvdj_batched(cusolverDnHandle_t h, int m, int n, float* a, float* s, float* u, float* v, float* work,

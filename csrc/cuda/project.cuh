@@ -15,7 +15,9 @@ struct ProjectWork {
     w.coef = arena.take<T>(rows * r);
     return w;
   }
-  static ProjectWork layout(Arena& arena, std::size_t rows, std::size_t, std::size_t r) { return layout(arena, rows, r); }
+  static ProjectWork layout(Arena& arena, std::size_t rows, std::size_t, std::size_t r) {
+    return layout(arena, rows, r);
+  }
 };
 
 // x: row-major rows x n; basis: row-major r x n with orthonormal rows.
