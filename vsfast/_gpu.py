@@ -26,9 +26,9 @@ from .linalg import _SEED_LIMIT, Chain, RangeWarning, Reconstruction, Spaces, _a
 
 try:  # built only where nvcc and the CUDA libraries were found; loads without a driver
     from . import _cuda
-except ImportError as exc:  # pragma: no cover - depends on the build
+except (ImportError, OSError, RuntimeError) as exc:  # never let it break `import vsfast`
     _cuda = None
-    IMPORT_ERROR = str(exc)
+    IMPORT_ERROR = f"{type(exc).__name__}: {exc}"
 else:
     IMPORT_ERROR = ""
 
