@@ -151,6 +151,10 @@ def ms(t) -> str:
     return "—" if t is None else f"{t * 1e3:.2f} ms"
 
 
+def speedup(ratio: float) -> str:
+    return f"{ratio:.0f}×" if ratio >= 10 else f"{ratio:.1f}×"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=10)
@@ -174,8 +178,8 @@ def main() -> None:
         columns += ["vsfast TF32", "TF32 error vs svd_lowrank"]
     table = []
     for name, ours, floor, lowrank, full, acc, *tf in rows:
-        line = [name, ms(ours), ms(floor), ms(lowrank), ms(full), f"{ours / floor:.2f}", f"{lowrank / ours:.1f}×",
-                "—" if full is None else f"{full / ours:.0f}×", f"{acc:.2f}"]
+        line = [name, ms(ours), ms(floor), ms(lowrank), ms(full), f"{ours / floor:.2f}", speedup(lowrank / ours),
+                "—" if full is None else speedup(full / ours), f"{acc:.2f}"]
         if args.tf32:
             line += [ms(tf[0]), f"{tf[1]:.2f}"]
         table.append(line)
