@@ -7,7 +7,6 @@ chosen outputs. The heavy work runs in a compiled core (``vsfast._core``), and f
 tensors and CuPy arrays in its GPU twin (``vsfast._cuda``) where that was built.
 """
 
-from ._gpu import cuda_available, get_gpu_precision, set_gpu_precision
 from .analysis import LayerAnalysis, Report, analyze
 from .linalg import (
     Chain,
@@ -24,10 +23,12 @@ from .linalg import (
     spaces,
     svd,
 )
+from ._gpu import cuda_available, get_gpu_precision, set_gpu_precision
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Chain", "LayerAnalysis", "Report", "analyze", "LinAlgError", "RangeWarning", "Reconstruction", "Spaces",
-    "cuda_available", "get_gpu_precision", "get_num_threads", "pinv", "project", "reconstruct", "rsvd", "set_num_threads", "spaces", "svd",
+    "get_num_threads", "pinv", "project", "reconstruct", "rsvd", "set_num_threads", "spaces", "svd",
 ]
+__all__ += ["cuda_available", "get_gpu_precision", "set_gpu_precision"]

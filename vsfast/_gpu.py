@@ -34,6 +34,10 @@ else:
 
 _PRECISIONS = ("float32", "tf32")
 _precision = os.environ.get("VSFAST_GPU_PRECISION", "float32")
+if _precision not in _PRECISIONS:
+    warnings.warn(f"VSFAST_GPU_PRECISION={_precision!r} is not one of {_PRECISIONS}; using float32", RuntimeWarning,
+                  stacklevel=2)
+    _precision = "float32"
 
 
 def cuda_available() -> bool:
