@@ -4,6 +4,10 @@
 set -eu
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
+# The sanitizers check the CPU core; the CUDA module has its own check (compute-sanitizer, run by
+# scripts/gpu-check.sh on a GPU machine).
+VSFAST_CUDA=OFF
+export VSFAST_CUDA
 [ -x .venv-sanitize/bin/python ] || "$PYTHON" -m venv .venv-sanitize
 .venv-sanitize/bin/python -m pip install --quiet --upgrade pip
 # CPU only: the sanitizers watch the C++ core (a GPU module could not run here anyway).

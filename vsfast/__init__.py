@@ -3,7 +3,8 @@
 Every layer is a linear map between signal spaces. Its SVD gives four spaces (signal, signal
 output, rejected signal, rejected signal output); inputs split into what a layer keeps and what it
 rejects; pseudoinverses and inverse activations, chained backwards, compute inputs that produce
-chosen outputs. The heavy work runs in a compiled core (``vsfast._core``).
+chosen outputs. The heavy work runs in a compiled core (``vsfast._core``), and for torch CUDA
+tensors and CuPy arrays in its GPU twin (``vsfast._cuda``) where that was built.
 """
 
 from .analysis import LayerAnalysis, Report, analyze
@@ -23,6 +24,7 @@ from .linalg import (
     spaces,
     svd,
 )
+from ._gpu import cuda_available, get_gpu_precision, set_gpu_precision
 
 __version__ = "0.1.0"
 
@@ -30,3 +32,4 @@ __all__ = [
     "Chain", "Inversion", "LayerAnalysis", "Report", "analyze", "invert", "LinAlgError", "RangeWarning", "Reconstruction", "Spaces",
     "get_num_threads", "pinv", "project", "reconstruct", "rsvd", "set_num_threads", "spaces", "svd",
 ]
+__all__ += ["cuda_available", "get_gpu_precision", "set_gpu_precision"]

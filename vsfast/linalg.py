@@ -79,6 +79,8 @@ def rsvd(A: Any, k: int, *, oversample: int = 10, power_iters: int = 2, seed: in
     -------
     U (m, k), S (k,), Vh (k, n), batched like A, singular values in descending order.
     """
+    if _gpu.wants(A):
+        return _gpu.rsvd(A, k, oversample=oversample, power_iters=power_iters, seed=seed)
     a, wrap = _matrix(A)
     k = check_int(k, "k", low=1, high=min(a.shape[-2:]))
     u, s, vh = _core.rsvd(a, k, *_rsvd_params(oversample, power_iters, seed, min(a.shape[-2:])))
@@ -88,6 +90,8 @@ def rsvd(A: Any, k: int, *, oversample: int = 10, power_iters: int = 2, seed: in
 def svd(A: Any):
     """Exact thin SVD (LAPACK gesdd): ``A = U @ diag(S) @ Vh`` with U (m, q), S (q,), Vh (q, n),
     q = min(m, n); batched like A."""
+    if _gpu.wants(A):
+        return _gpu.svd(A)
     a, wrap = _matrix(A)
     u, s, vh = _core.svd(a)
     return wrap(u), wrap(s), wrap(vh)
@@ -241,6 +245,9 @@ def spaces(W: Any, *, k: int | None = None, rtol: float | None = None, atol: flo
     -------
     Spaces for a 2-D W; a list of Spaces, one per matrix, for a batch.
     """
+    if _gpu.wants(W):
+        return _gpu.spaces(W, k=k, rtol=rtol, atol=atol, method=method, oversample=oversample,
+                           power_iters=power_iters, seed=seed)
     w, wrap = _matrix(W, "W")
     m, n = w.shape[-2:]
     if k is not None:
@@ -280,6 +287,8 @@ def project(X: Any, basis: Spaces | Any, *, side: str = "input"):
     the smaller rejected space: half the flops or better, with the signal part then carrying the
     rounding of one subtraction (about 2x the float32 error of the direct split, still ~1e-6).
     """
+    if _gpu.wants(X) or isinstance(basis, _gpu.GpuSpaces):
+        return _gpu.project(X, basis, side=side)
     x, wrap = as_core_array(X, "X", ndims=tuple(range(1, 33)))
     swap = False
     if isinstance(basis, Spaces):
@@ -301,6 +310,8 @@ def project(X: Any, basis: Spaces | Any, *, side: str = "input"):
 def pinv(W: Any, *, rtol: float | None = None, atol: float | None = None):
     """Moore-Penrose pseudoinverse through the SVD: ``W+ = V_r diag(1/sigma) U_r^T`` (n x m), with
     the rank chosen as in :func:`spaces`; batched like W."""
+    if _gpu.wants(W):
+        return _gpu.pinv(W, rtol=rtol, atol=atol)
     w, wrap = _matrix(W, "W")
     p, _ = _core.pinv(w, check_tolerance(rtol, "rtol"), check_tolerance(atol, "atol"))
     return wrap(p)
@@ -353,6 +364,10 @@ class Chain:
     dtype : float32 or float64 (default: the first weight's).
     rtol, atol : rank tolerance of each layer's pseudoinverse, as in :func:`spaces`.
     """
+
+    def __new__(cls, layers: Sequence[Any] = (), **kwargs: Any):
+        # Layers on the GPU make a GPU chain (vsfast._gpu.GpuChain, a subclass).
+        return super().__new__(_gpu.GpuChain if cls is Chain and _gpu.wants_layers(layers) else cls)
 
     def __init__(self, layers: Sequence[Any], *, dtype: Any = None, rtol: float | None = None,
                  atol: float | None = None):
@@ -430,6 +445,13 @@ def reconstruct(layers: Sequence[Any], Y: Any, *, reference: Any = None, referen
     """Inputs whose outputs through ``layers`` are Y; see :class:`Chain` and
     :meth:`Chain.reconstruct`. Computed in Y's dtype. Build a :class:`Chain` instead to reuse the
     factors across calls."""
+    if _gpu.wants(Y):
+        return _gpu.reconstruct(layers, Y, reference=reference, reference_layers=reference_layers, rtol=rtol,
+                                atol=atol)
     y, _ = as_core_array(Y, "Y", ndims=(1, 2))
     chain = Chain(layers, dtype=y.dtype, rtol=rtol, atol=atol)
     return chain.reconstruct(Y, reference=reference, reference_layers=reference_layers)
+
+
+# The GPU path (torch CUDA tensors, CuPy arrays) builds on the classes above: imported last.
+from . import _gpu  # noqa: E402

@@ -1,0 +1,339 @@
+// vsfast._cuda: the GPU kernels for Python. Arrays arrive as device pointers with their shapes,
+// the caller's stream and a workspace allocated by the caller's framework (see vsfast/_gpu.py);
+// this file checks every argument, releases the GIL and dispatches on the dtype. The numerics
+// live in csrc/cuda/.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "cuda/api.hpp"
+
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <vector>
+
+namespace py = pybind11;
+using namespace vsfast::cuda;
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Argument checks.
+
+enum class Dtype { f32, f64 };
+
+Dtype parse_dtype(const std::string& name) {
+  if (name == "float32") return Dtype::f32;
+  if (name == "float64") return Dtype::f64;
+  throw py::type_error("dtype: expected 'float32' or 'float64', got '" + name + "'");
+}
+
+template <class F>
+auto dispatch(Dtype dtype, F&& f) {
+  return dtype == Dtype::f32 ? f(float{}) : f(double{});
+}
+
+int check_device(int device) {
+  const int count = device_count();
+  if (device < 0 || device >= count)
+    throw std::invalid_argument("device: expected a CUDA device index in [0, " + std::to_string(count) + "), got " +
+                                std::to_string(device) + (count ? "" : " (" + unavailable_reason() + ")"));
+  return device;
+}
+
+std::size_t positive(long long value, const char* name) {
+  if (value < 1) throw std::invalid_argument(std::string(name) + ": expected >= 1, got " + std::to_string(value));
+  return static_cast<std::size_t>(value);
+}
+
+std::size_t non_negative(long long value, const char* name) {
+  if (value < 0) throw std::invalid_argument(std::string(name) + ": expected >= 0, got " + std::to_string(value));
+  return static_cast<std::size_t>(value);
+}
+
+// A pointer into device memory of `device`, aligned for the dtype.
+template <class T>
+T* device_pointer(std::uintptr_t address, int device, const std::string& name) {
+  if (!address) throw std::invalid_argument(name + ": null device pointer");
+  if (address % alignof(T)) throw std::invalid_argument(name + ": pointer not aligned for its dtype");
+  void* p = reinterpret_cast<void*>(address);
+  cudaPointerAttributes attr{};
+  VSFAST_CHECK(cudaPointerGetAttributes(&attr, p));
+  if (attr.type != cudaMemoryTypeDevice && attr.type != cudaMemoryTypeManaged)
+    throw py::type_error(name + ": expected device memory, got a host pointer");
+  if (attr.device != device)
+    throw std::invalid_argument(name + ": on CUDA device " + std::to_string(attr.device) + ", expected device " +
+                                std::to_string(device));
+  return static_cast<T*>(p);
+}
+
+std::optional<double> check_tolerance(std::optional<double> value, const char* name) {
+  if (value && !(std::isfinite(*value) && *value >= 0))
+    throw std::invalid_argument(std::string(name) + ": expected a finite number >= 0, got " + std::to_string(*value));
+  return value;
+}
+
+// The call's environment. The workspace may be empty only when nothing is needed.
+Call make_call(int device, std::uintptr_t stream, std::uintptr_t workspace, long long workspace_bytes) {
+  Call call;
+  call.device = check_device(device);
+  call.stream = reinterpret_cast<cudaStream_t>(stream);
+  call.workspace_bytes = non_negative(workspace_bytes, "workspace_bytes");
+  call.workspace = workspace ? device_pointer<unsigned char>(workspace, device, "workspace") : nullptr;
+  if (!call.workspace && call.workspace_bytes) throw std::invalid_argument("workspace: null with a nonzero size");
+  return call;
+}
+
+Call sizing_call(int device) {
+  Call call;
+  call.device = check_device(device);
+  return call;
+}
+
+RsvdParams rsvd_params(std::size_t m, std::size_t n, long long k, long long oversample, long long power_iters,
+                       std::uint64_t seed) {
+  const std::size_t q = std::min(m, n);
+  if (k < 1 || static_cast<std::size_t>(k) > q)
+    throw std::invalid_argument("k: expected 1 <= k <= min(m, n) = " + std::to_string(q) + ", got " +
+                                std::to_string(k));
+  return {static_cast<std::size_t>(k), non_negative(oversample, "oversample"), non_negative(power_iters, "power_iters"),
+          seed};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operations: a *_workspace function giving the bytes to allocate, and the operation itself.
+
+std::size_t rsvd_workspace_py(const std::string& dtype, int device, long long batch, long long m, long long n,
+                              long long k, long long oversample, long long power_iters) {
+  const std::size_t b = positive(batch, "batch"), rows = positive(m, "m"), cols = positive(n, "n");
+  const RsvdParams p = rsvd_params(rows, cols, k, oversample, power_iters, 0);
+  const Call call = sizing_call(device);
+  return dispatch(parse_dtype(dtype), [&](auto tag) { return rsvd_workspace<decltype(tag)>(call, b, rows, cols, p); });
+}
+
+void rsvd_py(const std::string& dtype, int device, std::uintptr_t stream, std::uintptr_t workspace,
+             long long workspace_bytes, std::uintptr_t a, long long batch, long long m, long long n, long long k,
+             long long oversample, long long power_iters, std::uint64_t seed, bool tf32, std::uintptr_t u,
+             std::uintptr_t s, std::uintptr_t vh) {
+  const std::size_t b = positive(batch, "batch"), rows = positive(m, "m"), cols = positive(n, "n");
+  const RsvdParams p = rsvd_params(rows, cols, k, oversample, power_iters, seed);
+  Call call = make_call(device, stream, workspace, workspace_bytes);
+  call.tf32 = tf32;
+  dispatch(parse_dtype(dtype), [&](auto tag) {
+    using T = decltype(tag);
+    const T* pa = device_pointer<T>(a, device, "A");
+    T *pu = device_pointer<T>(u, device, "U"), *ps = device_pointer<T>(s, device, "S"),
+      *pv = device_pointer<T>(vh, device, "Vh");
+    py::gil_scoped_release release;
+    rsvd<T>(call, pa, b, rows, cols, p, pu, ps, pv);
+    return 0;
+  });
+}
+
+std::size_t svd_workspace_py(const std::string& dtype, int device, long long batch, long long m, long long n) {
+  const std::size_t b = positive(batch, "batch"), rows = positive(m, "m"), cols = positive(n, "n");
+  const Call call = sizing_call(device);
+  return dispatch(parse_dtype(dtype), [&](auto tag) { return svd_workspace<decltype(tag)>(call, b, rows, cols); });
+}
+
+void svd_py(const std::string& dtype, int device, std::uintptr_t stream, std::uintptr_t workspace,
+            long long workspace_bytes, std::uintptr_t a, long long batch, long long m, long long n, std::uintptr_t u,
+            std::uintptr_t s, std::uintptr_t vh) {
+  const std::size_t b = positive(batch, "batch"), rows = positive(m, "m"), cols = positive(n, "n");
+  const Call call = make_call(device, stream, workspace, workspace_bytes);
+  dispatch(parse_dtype(dtype), [&](auto tag) {
+    using T = decltype(tag);
+    const T* pa = device_pointer<T>(a, device, "A");
+    T *pu = device_pointer<T>(u, device, "U"), *ps = device_pointer<T>(s, device, "S"),
+      *pv = device_pointer<T>(vh, device, "Vh");
+    py::gil_scoped_release release;
+    svd<T>(call, pa, b, rows, cols, pu, ps, pv);
+    return 0;
+  });
+}
+
+std::size_t pinv_workspace_py(const std::string& dtype, int device, long long batch, long long m, long long n) {
+  const std::size_t b = positive(batch, "batch"), rows = positive(m, "m"), cols = positive(n, "n");
+  const Call call = sizing_call(device);
+  return dispatch(parse_dtype(dtype), [&](auto tag) { return pinv_workspace<decltype(tag)>(call, b, rows, cols); });
+}
+
+void pinv_py(const std::string& dtype, int device, std::uintptr_t stream, std::uintptr_t workspace,
+             long long workspace_bytes, std::uintptr_t a, long long batch, long long m, long long n,
+             std::optional<double> rtol, std::optional<double> atol, std::uintptr_t out, std::uintptr_t ranks) {
+  const std::size_t b = positive(batch, "batch"), rows = positive(m, "m"), cols = positive(n, "n");
+  check_tolerance(rtol, "rtol");
+  check_tolerance(atol, "atol");
+  const Call call = make_call(device, stream, workspace, workspace_bytes);
+  auto* pr = device_pointer<std::int64_t>(ranks, device, "ranks");
+  dispatch(parse_dtype(dtype), [&](auto tag) {
+    using T = decltype(tag);
+    const T* pa = device_pointer<T>(a, device, "A");
+    T* po = device_pointer<T>(out, device, "out");
+    py::gil_scoped_release release;
+    pinv<T>(call, pa, b, rows, cols, rtol, atol, po, pr);
+    return 0;
+  });
+}
+
+std::size_t project_workspace_py(const std::string& dtype, int device, long long rows, long long n, long long r) {
+  const std::size_t nr = positive(rows, "rows"), nn = positive(n, "n"), rank = non_negative(r, "r");
+  const Call call = sizing_call(device);
+  return dispatch(parse_dtype(dtype), [&](auto tag) { return project_workspace<decltype(tag)>(call, nr, nn, rank); });
+}
+
+void project_py(const std::string& dtype, int device, std::uintptr_t stream, std::uintptr_t workspace,
+                long long workspace_bytes, std::uintptr_t x, long long rows, long long n, std::uintptr_t basis,
+                long long r, std::uintptr_t signal, std::uintptr_t residual) {
+  const std::size_t nr = positive(rows, "rows"), nn = positive(n, "n"), rank = non_negative(r, "r");
+  if (rank > nn) throw std::invalid_argument("basis: expected at most n = " + std::to_string(nn) + " rows, got " +
+                                             std::to_string(rank));
+  const Call call = make_call(device, stream, workspace, workspace_bytes);
+  dispatch(parse_dtype(dtype), [&](auto tag) {
+    using T = decltype(tag);
+    const T* px = device_pointer<T>(x, device, "X");
+    const T* pb = rank ? device_pointer<T>(basis, device, "basis") : nullptr;
+    T *ps = device_pointer<T>(signal, device, "signal"), *pr = device_pointer<T>(residual, device, "residual");
+    py::gil_scoped_release release;
+    project<T>(call, px, nr, nn, pb, rank, ps, pr);
+    return 0;
+  });
+}
+
+// A chain layer from Python: (m, n, weight, bias or 0, pinv_t or 0, signal_rows or 0, rank,
+// activation, parameter). pinv_t and signal_rows are needed for reconstruct only.
+using LayerTuple = std::tuple<long long, long long, std::uintptr_t, std::uintptr_t, std::uintptr_t, std::uintptr_t,
+                              long long, std::string, double>;
+
+template <class T>
+std::vector<Layer<T>> make_layers(const std::vector<LayerTuple>& tuples, int device, bool with_factors) {
+  if (tuples.empty()) throw std::invalid_argument("layers: expected at least one layer");
+  std::vector<Layer<T>> layers;
+  for (std::size_t i = 0; i < tuples.size(); ++i) {
+    const auto& [m, n, weight, bias, pinv_t, signal_rows, rank, act, param] = tuples[i];
+    const std::string name = "layers[" + std::to_string(i) + "]";
+    Layer<T> L;
+    L.m = positive(m, (name + ".m").c_str());
+    L.n = positive(n, (name + ".n").c_str());
+    if (i && L.n != layers.back().m)
+      throw std::invalid_argument("layers: layer " + std::to_string(i) + " takes " + std::to_string(L.n) +
+                                  " inputs but layer " + std::to_string(i - 1) + " gives " +
+                                  std::to_string(layers.back().m) + " outputs");
+    L.weight = device_pointer<T>(weight, device, name + ".weight");
+    L.bias = bias ? device_pointer<T>(bias, device, name + ".bias") : nullptr;
+    L.rank = non_negative(rank, (name + ".rank").c_str());
+    if (L.rank > std::min(L.m, L.n)) throw std::invalid_argument(name + ".rank: exceeds min(m, n)");
+    if (with_factors) {
+      L.pinv_t = device_pointer<T>(pinv_t, device, name + ".pinv_t");
+      if (L.rank) L.signal_rows = device_pointer<T>(signal_rows, device, name + ".signal_rows");
+    }
+    L.activation = vsfast::Activation::make(act, param);
+    layers.push_back(L);
+  }
+  return layers;
+}
+
+std::size_t reconstruct_workspace_py(const std::string& dtype, int device, const std::vector<LayerTuple>& layers,
+                                     long long rows, long long ref_rows, bool every_layer) {
+  const std::size_t nr = positive(rows, "rows"), nref = non_negative(ref_rows, "ref_rows");
+  const Call call = sizing_call(device);
+  return dispatch(parse_dtype(dtype), [&](auto tag) {
+    using T = decltype(tag);
+    return reconstruct_workspace<T>(call, make_layers<T>(layers, device, false), nr, nref, every_layer);
+  });
+}
+
+std::vector<std::size_t> reconstruct_py(const std::string& dtype, int device, std::uintptr_t stream,
+                                        std::uintptr_t workspace, long long workspace_bytes,
+                                        const std::vector<LayerTuple>& layers, std::uintptr_t y, long long rows,
+                                        std::uintptr_t reference, long long ref_rows, bool every_layer,
+                                        std::uintptr_t x) {
+  const std::size_t nr = positive(rows, "rows"), nref = reference ? positive(ref_rows, "ref_rows") : 0;
+  if (nref != 0 && nref != 1 && nref != nr)
+    throw std::invalid_argument("reference: expected 1 or " + std::to_string(nr) + " rows, got " +
+                                std::to_string(nref));
+  const Call call = make_call(device, stream, workspace, workspace_bytes);
+  return dispatch(parse_dtype(dtype), [&](auto tag) {
+    using T = decltype(tag);
+    const auto specs = make_layers<T>(layers, device, true);
+    const T* py_ = device_pointer<T>(y, device, "Y");
+    const T* pref = nref ? device_pointer<T>(reference, device, "reference") : nullptr;
+    T* px = device_pointer<T>(x, device, "X");
+    py::gil_scoped_release release;
+    return reconstruct<T>(call, specs, py_, nr, pref, nref, every_layer, px);
+  });
+}
+
+std::size_t forward_workspace_py(const std::string& dtype, int device, const std::vector<LayerTuple>& layers,
+                                 long long rows) {
+  const std::size_t nr = positive(rows, "rows");
+  const Call call = sizing_call(device);
+  return dispatch(parse_dtype(dtype), [&](auto tag) {
+    using T = decltype(tag);
+    return forward_workspace<T>(call, make_layers<T>(layers, device, false), nr);
+  });
+}
+
+void forward_py(const std::string& dtype, int device, std::uintptr_t stream, std::uintptr_t workspace,
+                long long workspace_bytes, const std::vector<LayerTuple>& layers, std::uintptr_t x, long long rows,
+                std::uintptr_t y) {
+  const std::size_t nr = positive(rows, "rows");
+  const Call call = make_call(device, stream, workspace, workspace_bytes);
+  dispatch(parse_dtype(dtype), [&](auto tag) {
+    using T = decltype(tag);
+    const auto specs = make_layers<T>(layers, device, false);
+    const T* px = device_pointer<T>(x, device, "X");
+    T* py_ = device_pointer<T>(y, device, "Y");
+    py::gil_scoped_release release;
+    forward<T>(call, specs, px, nr, py_);
+    return 0;
+  });
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_cuda, m) {
+  m.doc() = "vsfast's GPU kernels (cuBLAS, cuSOLVER). Use the vsfast package, which passes torch CUDA tensors and "
+            "CuPy arrays here by device pointer.";
+  py::register_exception<CudaError>(m, "CudaError", PyExc_RuntimeError);
+  // The CPU core's LinAlgError, so that callers catch one exception whatever the device.
+  const py::object core_error = py::module_::import("vsfast._core").attr("LinAlgError");
+  py::register_exception<LinAlgError>(m, "LinAlgError", core_error);
+
+  m.def("device_count", &device_count, "CUDA devices usable by this process (0 without a driver).");
+  m.def("unavailable_reason", &unavailable_reason, "Why no CUDA device is usable, or ''.");
+  m.def("device_name", [](int device) { return device_name(check_device(device)); }, py::arg("device"));
+
+  m.def("rsvd_workspace", &rsvd_workspace_py, py::arg("dtype"), py::arg("device"), py::arg("batch"), py::arg("m"),
+        py::arg("n"), py::arg("k"), py::arg("oversample"), py::arg("power_iters"));
+  m.def("rsvd", &rsvd_py, py::arg("dtype"), py::arg("device"), py::arg("stream"), py::arg("workspace"),
+        py::arg("workspace_bytes"), py::arg("A"), py::arg("batch"), py::arg("m"), py::arg("n"), py::arg("k"),
+        py::arg("oversample"), py::arg("power_iters"), py::arg("seed"), py::arg("tf32"), py::arg("U"), py::arg("S"),
+        py::arg("Vh"));
+  m.def("svd_workspace", &svd_workspace_py, py::arg("dtype"), py::arg("device"), py::arg("batch"), py::arg("m"),
+        py::arg("n"));
+  m.def("svd", &svd_py, py::arg("dtype"), py::arg("device"), py::arg("stream"), py::arg("workspace"),
+        py::arg("workspace_bytes"), py::arg("A"), py::arg("batch"), py::arg("m"), py::arg("n"), py::arg("U"),
+        py::arg("S"), py::arg("Vh"));
+  m.def("pinv_workspace", &pinv_workspace_py, py::arg("dtype"), py::arg("device"), py::arg("batch"), py::arg("m"),
+        py::arg("n"));
+  m.def("pinv", &pinv_py, py::arg("dtype"), py::arg("device"), py::arg("stream"), py::arg("workspace"),
+        py::arg("workspace_bytes"), py::arg("A"), py::arg("batch"), py::arg("m"), py::arg("n"), py::arg("rtol"),
+        py::arg("atol"), py::arg("out"), py::arg("ranks"));
+  m.def("project_workspace", &project_workspace_py, py::arg("dtype"), py::arg("device"), py::arg("rows"),
+        py::arg("n"), py::arg("r"));
+  m.def("project", &project_py, py::arg("dtype"), py::arg("device"), py::arg("stream"), py::arg("workspace"),
+        py::arg("workspace_bytes"), py::arg("X"), py::arg("rows"), py::arg("n"), py::arg("basis"), py::arg("r"),
+        py::arg("signal"), py::arg("residual"));
+  m.def("reconstruct_workspace", &reconstruct_workspace_py, py::arg("dtype"), py::arg("device"), py::arg("layers"),
+        py::arg("rows"), py::arg("ref_rows"), py::arg("every_layer"));
+  m.def("reconstruct", &reconstruct_py, py::arg("dtype"), py::arg("device"), py::arg("stream"), py::arg("workspace"),
+        py::arg("workspace_bytes"), py::arg("layers"), py::arg("Y"), py::arg("rows"), py::arg("reference"),
+        py::arg("ref_rows"), py::arg("every_layer"), py::arg("X"));
+  m.def("forward_workspace", &forward_workspace_py, py::arg("dtype"), py::arg("device"), py::arg("layers"),
+        py::arg("rows"));
+  m.def("forward", &forward_py, py::arg("dtype"), py::arg("device"), py::arg("stream"), py::arg("workspace"),
+        py::arg("workspace_bytes"), py::arg("layers"), py::arg("X"), py::arg("rows"), py::arg("Y"));
+}

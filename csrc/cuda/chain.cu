@@ -1,0 +1,232 @@
+// The chained reconstruction on the GPU: per layer one fused pass (inverse activation, clamping
+// into its domain with a count, bias subtraction) and one GEMM with the precomputed (W^+)^T, as
+// Chain<T>::reconstruct in csrc/vsfast/chain.hpp.
+#include "cuda/api.hpp"
+#include "cuda/kernels.cuh"
+#include "cuda/library.hpp"
+#include "cuda/project.cuh"
+
+#include <algorithm>
+#include <cfloat>
+
+namespace vsfast::cuda {
+
+namespace {
+
+__device__ inline float root_eps(float) { return 3.4526698e-4f; }  // sqrt(FLT_EPSILON)
+__device__ inline double root_eps(double) { return 1.4901161193847656e-8; }  // sqrt(DBL_EPSILON)
+
+// Activation::forward of csrc/vsfast/activations.hpp.
+template <class T>
+__device__ T activate(ActivationKind kind, T param, T x) {
+  switch (kind) {
+    case ActivationKind::identity: return x;
+    case ActivationKind::selu:
+      return x > 0 ? T(selu_lambda) * x : T(selu_lambda * selu_alpha) * expm1(x);
+    case ActivationKind::elu: return x > 0 ? x : param * expm1(x);
+    case ActivationKind::tanh: return tanh(x);
+    case ActivationKind::sigmoid: return T(1) / (T(1) + exp(-x));
+    case ActivationKind::leaky_relu: return x >= 0 ? x : param * x;
+  }
+  return x;
+}
+
+// Activation::inverse: y outside the open range is moved inside it with a relative margin of
+// sqrt(eps), and `clamped` counts it.
+template <class T>
+__device__ T invert(ActivationKind kind, T param, T y, unsigned long long& clamped) {
+  const T margin = root_eps(T());
+  switch (kind) {
+    case ActivationKind::identity: return y;
+    case ActivationKind::selu: {
+      const T floor = T(selu_lambda * selu_alpha);
+      if (y > 0) return y / T(selu_lambda);
+      if (y < -floor * (T(1) - margin)) y = -floor * (T(1) - margin), ++clamped;
+      return log1p(y / floor);
+    }
+    case ActivationKind::elu: {
+      if (y > 0) return y;
+      if (y < -param * (T(1) - margin)) y = -param * (T(1) - margin), ++clamped;
+      return log1p(y / param);
+    }
+    case ActivationKind::tanh:
+      if (y < -(T(1) - margin)) y = -(T(1) - margin), ++clamped;
+      if (y > T(1) - margin) y = T(1) - margin, ++clamped;
+      return atanh(y);
+    case ActivationKind::sigmoid:
+      if (y < margin) y = margin, ++clamped;
+      if (y > T(1) - margin) y = T(1) - margin, ++clamped;
+      return log(y) - log1p(-y);
+    case ActivationKind::leaky_relu: return y >= 0 ? y : y / param;
+  }
+  return y;
+}
+
+// h (rows x m) <- act^-1(h) - b in place; counter += entries clamped (one atomic per warp).
+template <class T>
+__global__ void invert_kernel(T* h, std::size_t rows, std::size_t m, const T* bias, ActivationKind kind, T param,
+                              unsigned long long* counter) {
+  unsigned long long clamped = 0;
+  for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < rows * m;
+       i += std::size_t(gridDim.x) * blockDim.x) {
+    T v = invert(kind, param, h[i], clamped);
+    if (bias) v -= bias[i % m];
+    h[i] = v;
+  }
+  for (int offset = 16; offset > 0; offset /= 2) clamped += __shfl_down_sync(0xffffffffu, clamped, offset);
+  if ((threadIdx.x & 31) == 0 && clamped) atomicAdd(counter, clamped);
+}
+
+// h (rows x m) <- act(h + b) in place.
+template <class T>
+__global__ void activate_kernel(T* h, std::size_t rows, std::size_t m, const T* bias, ActivationKind kind, T param) {
+  for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < rows * m;
+       i += std::size_t(gridDim.x) * blockDim.x)
+    h[i] = activate(kind, param, bias ? h[i] + bias[i % m] : h[i]);
+}
+
+template <class T>
+std::size_t widest(const std::vector<Layer<T>>& layers) {
+  std::size_t w = layers.back().m;
+  for (const auto& L : layers) w = std::max({w, L.n, L.m});
+  return w;
+}
+
+// out (rows x m) = act(h W^T + b) for h (rows x n).
+template <class T>
+void apply_layer(const Bound& bd, const Layer<T>& L, const T* h, std::size_t rows, T* out) {
+  const int im = to_int(L.m, "layer outputs"), in = to_int(L.n, "layer inputs"), irows = to_int(rows, "rows");
+  // Column-major: out^T (m x rows) = W (W^T is column-major n x m) times h^T (n x rows).
+  gemm(bd.ctx.blas, true, false, im, irows, in, T(1), L.weight, in, 0, h, in, 0, T(0), out, im, 0, 1);
+  activate_kernel<<<blocks_for(rows * L.m), kThreads, 0, bd.stream>>>(out, rows, L.m, L.bias, L.activation.kind,
+                                                                      T(L.activation.param));
+  check_launch("activate_kernel");
+}
+
+template <class T>
+struct ChainWork {
+  T *a, *b;                      // rows x widest each
+  std::vector<T*> ref_inputs;    // the reference's input to layers 0 .. (every_layer ? depth : 1)
+  T *ref_signal, *ref_residual;  // ref_rows x widest
+  ProjectWork<T> project;
+  unsigned long long* clamped;   // depth
+  int* flag;
+
+  static ChainWork layout(Arena& arena, const std::vector<Layer<T>>& layers, std::size_t rows, std::size_t ref_rows,
+                          bool every_layer) {
+    ChainWork w;
+    const std::size_t wide = widest(layers);
+    w.a = arena.take<T>(rows * wide);
+    w.b = arena.take<T>(rows * wide);
+    std::size_t max_rank = 0;
+    if (ref_rows) {
+      for (std::size_t l = 0; l < (every_layer ? layers.size() : 1); ++l)
+        w.ref_inputs.push_back(arena.take<T>(ref_rows * layers[l].n));
+      for (const auto& L : layers) max_rank = std::max(max_rank, L.rank);
+    }
+    w.ref_signal = arena.take<T>(ref_rows * wide);
+    w.ref_residual = arena.take<T>(ref_rows * wide);
+    w.project = ProjectWork<T>::layout(arena, ref_rows, max_rank);
+    w.clamped = arena.take<unsigned long long>(layers.size());
+    w.flag = arena.take<int>(1);
+    return w;
+  }
+};
+
+}  // namespace
+
+template <class T>
+std::size_t reconstruct_workspace(const Call&, const std::vector<Layer<T>>& layers, std::size_t rows,
+                                  std::size_t ref_rows, bool every_layer) {
+  Arena arena(nullptr, 0);
+  ChainWork<T>::layout(arena, layers, rows, ref_rows, every_layer);
+  return arena.used();
+}
+
+template <class T>
+std::vector<std::size_t> reconstruct(const Call& call, const std::vector<Layer<T>>& layers, const T* y,
+                                     std::size_t rows, const T* reference, std::size_t ref_rows, bool every_layer,
+                                     T* x) {
+  DeviceGuard guard(call.device);
+  const Bound bd = bind(call);
+  Arena arena = arena_of(call);
+  if (!reference) ref_rows = 0;
+  ChainWork<T> w = ChainWork<T>::layout(arena, layers, rows, ref_rows, every_layer);
+  const std::size_t depth = layers.size();
+  require_finite(y, rows * layers.back().m, w.flag, "Y", bd.stream);
+  if (ref_rows) {
+    require_finite(reference, ref_rows * layers.front().n, w.flag, "reference", bd.stream);
+    VSFAST_CHECK(cudaMemcpyAsync(w.ref_inputs[0], reference, ref_rows * layers.front().n * sizeof(T),
+                                 cudaMemcpyDeviceToDevice, bd.stream));
+    for (std::size_t l = 0; l + 1 < w.ref_inputs.size(); ++l)
+      apply_layer(bd, layers[l], w.ref_inputs[l], ref_rows, w.ref_inputs[l + 1]);
+  }
+  VSFAST_CHECK(cudaMemsetAsync(w.clamped, 0, depth * sizeof(unsigned long long), bd.stream));
+  T* h = w.a;
+  T* next = w.b;
+  VSFAST_CHECK(cudaMemcpyAsync(h, y, rows * layers.back().m * sizeof(T), cudaMemcpyDeviceToDevice, bd.stream));
+  const int irows = to_int(rows, "rows");
+  for (std::size_t l = depth; l-- > 0;) {
+    const Layer<T>& L = layers[l];
+    invert_kernel<<<blocks_for(rows * L.m), kThreads, 0, bd.stream>>>(h, rows, L.m, L.bias, L.activation.kind,
+                                                                      T(L.activation.param), w.clamped + l);
+    check_launch("invert_kernel");
+    T* out = l == 0 ? x : next;
+    // Column-major: out^T (n x rows) = ((W^+)^T as column-major n x m) times h^T (m x rows).
+    const int im = to_int(L.m, "layer outputs"), in = to_int(L.n, "layer inputs");
+    gemm(bd.ctx.blas, false, false, in, irows, im, T(1), L.pinv_t, in, 0, h, im, 0, T(0), out, in, 0, 1);
+    if (l < w.ref_inputs.size()) {
+      // Add the reference's component in the layer's rejected space: its residual.
+      project_rows(bd, w.ref_inputs[l], ref_rows, L.n, L.signal_rows, L.rank, w.ref_signal, w.ref_residual,
+                   w.project);
+      add_rows(out, rows, L.n, w.ref_residual, ref_rows, bd.stream);
+    }
+    std::swap(h, next);
+  }
+  std::vector<unsigned long long> counts(depth);
+  VSFAST_CHECK(cudaMemcpyAsync(counts.data(), w.clamped, depth * sizeof(unsigned long long), cudaMemcpyDeviceToHost,
+                               bd.stream));
+  VSFAST_CHECK(cudaStreamSynchronize(bd.stream));
+  return std::vector<std::size_t>(counts.begin(), counts.end());
+}
+
+template <class T>
+std::size_t forward_workspace(const Call&, const std::vector<Layer<T>>& layers, std::size_t rows) {
+  Arena arena(nullptr, 0);
+  const std::size_t wide = widest(layers);
+  arena.take<T>(rows * wide);
+  arena.take<T>(rows * wide);
+  arena.take<int>(1);
+  return arena.used();
+}
+
+template <class T>
+void forward(const Call& call, const std::vector<Layer<T>>& layers, const T* x, std::size_t rows, T* y) {
+  DeviceGuard guard(call.device);
+  const Bound bd = bind(call);
+  Arena arena = arena_of(call);
+  const std::size_t wide = widest(layers);
+  T* a = arena.take<T>(rows * wide);
+  T* b = arena.take<T>(rows * wide);
+  int* flag = arena.take<int>(1);
+  require_finite(x, rows * layers.front().n, flag, "X", bd.stream);
+  const T* h = x;
+  for (std::size_t l = 0; l < layers.size(); ++l) {
+    T* out = l + 1 == layers.size() ? y : (l % 2 ? b : a);
+    apply_layer(bd, layers[l], h, rows, out);
+    h = out;
+  }
+}
+
+#define VSFAST_INSTANTIATE(T)                                                                                        \
+  template std::size_t reconstruct_workspace<T>(const Call&, const std::vector<Layer<T>>&, std::size_t, std::size_t, \
+                                                bool);                                                               \
+  template std::vector<std::size_t> reconstruct<T>(const Call&, const std::vector<Layer<T>>&, const T*, std::size_t, \
+                                                   const T*, std::size_t, bool, T*);                                 \
+  template std::size_t forward_workspace<T>(const Call&, const std::vector<Layer<T>>&, std::size_t);                 \
+  template void forward<T>(const Call&, const std::vector<Layer<T>>&, const T*, std::size_t, T*);
+VSFAST_INSTANTIATE(float)
+VSFAST_INSTANTIATE(double)
+#undef VSFAST_INSTANTIATE
+
+}  // namespace vsfast::cuda

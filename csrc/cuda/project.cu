@@ -1,0 +1,39 @@
+// Splitting inputs into signal = X B^T B and residual = X - signal on the GPU: two GEMMs and one
+// elementwise pass, as project_rowmajor in csrc/vsfast/project.hpp.
+#include "cuda/api.hpp"
+#include "cuda/kernels.cuh"
+#include "cuda/library.hpp"
+#include "cuda/project.cuh"
+
+namespace vsfast::cuda {
+
+template <class T>
+std::size_t project_workspace(const Call& call, std::size_t rows, std::size_t n, std::size_t r) {
+  (void)call;
+  Arena arena(nullptr, 0);
+  ProjectWork<T>::layout(arena, rows, n, r);
+  arena.take<int>(1);
+  return arena.used();
+}
+
+template <class T>
+void project(const Call& call, const T* x, std::size_t rows, std::size_t n, const T* basis, std::size_t r, T* signal,
+             T* residual) {
+  DeviceGuard guard(call.device);
+  const Bound bd = bind(call);
+  Arena arena = arena_of(call);
+  ProjectWork<T> w = ProjectWork<T>::layout(arena, rows, n, r);
+  int* flag = arena.take<int>(1);
+  require_finite(x, rows * n, flag, "X", bd.stream);
+  if (r) require_finite(basis, r * n, flag, "basis", bd.stream);
+  project_rows(bd, x, rows, n, basis, r, signal, residual, w);
+}
+
+#define VSFAST_INSTANTIATE(T)                                                                                   \
+  template std::size_t project_workspace<T>(const Call&, std::size_t, std::size_t, std::size_t);               \
+  template void project<T>(const Call&, const T*, std::size_t, std::size_t, const T*, std::size_t, T*, T*);
+VSFAST_INSTANTIATE(float)
+VSFAST_INSTANTIATE(double)
+#undef VSFAST_INSTANTIATE
+
+}  // namespace vsfast::cuda
