@@ -10,8 +10,7 @@ VSFAST_CUDA=OFF
 export VSFAST_CUDA
 [ -x .venv-sanitize/bin/python ] || "$PYTHON" -m venv .venv-sanitize
 .venv-sanitize/bin/python -m pip install --quiet --upgrade pip
-# CPU only: the sanitizers watch the C++ core (a GPU module could not run here anyway).
-VSFAST_CUDA=OFF .venv-sanitize/bin/python -m pip install --quiet -C cmake.define.VSFAST_SANITIZE=ON \
+.venv-sanitize/bin/python -m pip install --quiet -C cmake.define.VSFAST_SANITIZE=ON \
     -C build-dir=build/sanitize -e '.[all]'
 if [ -z "${VSFAST_DATA:-}" ] && [ -d ../shared/data/mnist ]; then
     VSFAST_DATA=$(cd ../shared/data/mnist && pwd)

@@ -22,7 +22,7 @@ import numpy as np
 
 from . import _core
 from ._arrays import check_int, check_tolerance
-from .linalg import _SEED_LIMIT, Chain, RangeWarning, Reconstruction, Spaces, _activation, _choose_method
+from .linalg import Chain, RangeWarning, Reconstruction, Spaces, _activation, _choose_method, _rsvd_params
 
 try:  # built only where nvcc and the CUDA libraries were found; loads without a driver
     from . import _cuda
@@ -265,8 +265,7 @@ def _pinv_arrays(a, fw, rtol, atol):
 def rsvd(A: Any, k: int, *, oversample: int = 10, power_iters: int = 2, seed: int = 0):
     a, fw = operand(A, "A", ndims=(2, 3))
     k = check_int(k, "k", low=1, high=min(a.shape[-2:]))
-    return _rsvd_arrays(a, fw, k, check_int(oversample, "oversample", low=0),
-                        check_int(power_iters, "power_iters", low=0), check_int(seed, "seed", low=0, high=_SEED_LIMIT))
+    return _rsvd_arrays(a, fw, k, *_rsvd_params(oversample, power_iters, seed, min(a.shape[-2:])))
 
 
 def svd(A: Any):
@@ -328,9 +327,7 @@ def spaces(W: Any, *, k: int | None = None, rtol: float | None = None, atol: flo
     rtol, atol = check_tolerance(rtol, "rtol"), check_tolerance(atol, "atol")
     chosen = _choose_method(method, k, m, n)
     if chosen == "randomized":
-        u, s, vh = _rsvd_arrays(w, fw, k, check_int(oversample, "oversample", low=0),
-                                check_int(power_iters, "power_iters", low=0),
-                                check_int(seed, "seed", low=0, high=_SEED_LIMIT))
+        u, s, vh = _rsvd_arrays(w, fw, k, *_rsvd_params(oversample, power_iters, seed, min(m, n)))
     else:
         u, s, vh = _svd_arrays(w, fw)
         if k is not None:
