@@ -57,7 +57,7 @@ class Array:
 
     def __repr__(self) -> str:
         shape = getattr(self.obj, "shape", None)
-        small = f", values={self.values.tolist()}" if self.values is not None and self.values.size <= 4 else ""
+        small = f", values={self.values.tolist()}" if self.values is not None and self.values.size <= 25 else ""
         return f"Array({type(self.obj).__name__}, shape={shape}, dtype={getattr(self.obj, 'dtype', None)}{small})"
 
     def valid(self, ndims) -> bool:
@@ -324,16 +324,16 @@ def fuzz_pinv(examples):
             p, w = as64(out), W.values
             assert p.shape == w.shape[:-2] + (w.shape[-1], w.shape[-2]) and np.isfinite(p).all()
             for wi, pi in zip(w.reshape(-1, *w.shape[-2:]), p.reshape(-1, *p.shape[-2:])):
-                # Checked at unit scale (pinv(c W) = pinv(W) / c), where no singular value overflows.
-                peak = np.abs(wi).max() or 1.0
-                wi, pi = wi / peak, pi * peak
-                sp = vsfast.spaces(wi, rtol=rtol, atol=None if atol is None else min(atol / peak, 1e300))
-                if sp.rank == 0:
-                    assert not pi.any()
+                # Checked in extended precision, whose exponent range no product here leaves.
+                wi, pi = wi.astype(np.longdouble), pi.astype(np.longdouble)
+                if not pi.any():  # rank 0: sigma_1 <= ||W||_F below the tolerance or subnormal
+                    tiny = np.finfo(dtype_name(W.obj)).tiny
+                    assert np.linalg.norm(wi) <= max(atol or 0, tiny) or rtol, "rank 0 without cause"
                     continue
-                # The Penrose condition P W P = P, to the accuracy the kept condition number allows.
-                tol = 1e3 * eps_of(W) * max(wi.shape) * sp.condition_number
-                assert np.linalg.norm(pi @ wi @ pi - pi, 2) <= tol * np.linalg.norm(pi, 2)
+                # The Penrose condition P W P = P, to the accuracy that the condition number of
+                # the part P inverts, ||P|| ||W||, allows (Frobenius norms).
+                tol = 1e3 * eps_of(W) * max(wi.shape) * np.linalg.norm(pi) * np.linalg.norm(wi)
+                assert np.linalg.norm(pi @ wi @ pi - pi) <= tol * np.linalg.norm(pi)
 
     case()
 
