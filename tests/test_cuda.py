@@ -22,7 +22,7 @@ import torch
 from hypothesis import given, settings
 
 import vsfast
-from conftest import EPS, orthonormality_error, rank_bounds, with_spectrum
+from conftest import EPS, orthonormality_error, random_orthonormal, rank_bounds, with_spectrum
 from test_chain import CHAINS, forward_reference, make_chain
 from test_spaces import _check_four_spaces, matrices
 from test_svd import SHAPES, spectral_error
@@ -87,7 +87,8 @@ def test_import_vsfast_stays_free_of_torch_and_cupy():
 def test_vsfast_imports_without_a_loadable_cuda_module():
     code = ("import sys; sys.modules['vsfast._cuda'] = None\n"  # any import of it now fails
             "import numpy as np, vsfast\n"
-            "assert not vsfast.cuda_available() and vsfast._gpu.IMPORT_ERROR\n"
+            "assert not vsfast.cuda_available()\n"
+            "assert 'built without its CUDA module' in vsfast._gpu.IMPORT_ERROR, vsfast._gpu.IMPORT_ERROR\n"
             "assert vsfast.rsvd(np.eye(4), 2)[1].shape == (2,)")
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -156,9 +157,10 @@ def test_gpu_svd_matches_float64_reference_and_cpu(rng, dtype, shape, spectrum):
 
 @gpu
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", [(5, 30, 20), (7, 20, 12), (3, 12, 20), (4, 1, 9)])
+@pytest.mark.parametrize("shape", [(5, 30, 20), (7, 20, 12), (3, 12, 20), (4, 1, 9), (3, 40, 50), (3, 50, 40)])
 def test_gpu_svd_batch_matches_single(rng, dtype, shape):
-    """Small batches go through gesvdjBatched, larger ones through one Jacobi SVD per matrix."""
+    """Matrices of at most 32 x 32 go through gesvdjBatched, larger ones through one Jacobi SVD
+    per matrix."""
     a = rng.standard_normal(shape).astype(dtype)
     u, s, vh = (host(t) for t in vsfast.svd(cuda(a)))
     tol = 10 * max(shape[1:]) * EPS[dtype] * np.abs(s).max()
@@ -234,6 +236,67 @@ def test_gpu_rsvd_batch_matches_single_and_is_seeded(rng, shape):
     for x, y in zip(again, (u, s, vh)):
         assert torch.equal(x, y)  # the same seed gives bitwise the same result
     assert not torch.equal(vsfast.rsvd(a, 8, seed=4)[0], u)
+
+
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gpu_rsvd_mixed_batch_with_householder_fallbacks_matches_single(rng, dtype):
+    """A zero and a rank-1 matrix between normal ones: their sketches' Gram matrices are singular,
+    so they take the Householder QR fallback inside the batched CholeskyQR, and the others not."""
+    a = rng.standard_normal((4, 60, 90))
+    a[1] = 0
+    a[2] = np.outer(rng.standard_normal(60), rng.standard_normal(90))
+    a = a.astype(dtype)
+    u, s, vh = (host(t) for t in vsfast.rsvd(cuda(a), 8, seed=5))
+    for i in range(a.shape[0]):
+        ui, si, vhi = (host(t) for t in vsfast.rsvd(cuda(a[i]), 8, seed=5))
+        tol = 100 * max(a.shape[1:]) * EPS[dtype] * max(float(np.abs(si).max()), 1.0)
+        np.testing.assert_allclose(s[i], si, rtol=0, atol=tol)
+        np.testing.assert_allclose((u[i] * s[i]) @ vh[i], (ui * si) @ vhi, rtol=0, atol=tol)
+        assert orthonormality_error(u[i]) <= tol and orthonormality_error(vh[i].T) <= tol
+    assert not s[1].any()
+    np.testing.assert_allclose(s[2][0], np.linalg.norm(a[2].astype(np.float64), 2), rtol=100 * EPS[dtype])
+    assert np.abs(s[2][1:]).max() <= 100 * max(a.shape[1:]) * EPS[dtype] * s[2][0]
+
+
+@pytest.fixture
+def jacobi_gives_up():
+    """One sweep per Jacobi SVD, far from convergence at working precision: every gesvdj and
+    gesvdjBatched call reports failure and the QR-iteration fallback (gesvd) does the work. Without
+    the fallback the results would be a single sweep's, off by far more than the tolerances."""
+    _gpu._cuda._set_jacobi_max_sweeps(1)
+    yield
+    _gpu._cuda._set_jacobi_max_sweeps(100)
+
+
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(60, 40), (40, 60), (3, 40, 50), (4, 20, 12)])
+def test_gpu_svd_falls_back_to_qr_iteration_when_jacobi_does_not_converge(rng, dtype, shape, jacobi_gives_up):
+    a = rng.standard_normal(shape).astype(dtype)
+    u, s, vh = (host(t) for t in vsfast.svd(cuda(a)))
+    batch = a.reshape(-1, *shape[-2:])
+    u, s, vh = u.reshape(-1, *u.shape[-2:]), s.reshape(-1, s.shape[-1]), vh.reshape(-1, *vh.shape[-2:])
+    for i in range(batch.shape[0]):
+        ref = np.linalg.svd(batch[i].astype(np.float64), compute_uv=False)
+        tol = 10 * max(shape[-2:]) * EPS[dtype] * ref[0]
+        np.testing.assert_allclose(s[i], ref, rtol=0, atol=tol)
+        assert spectral_error(batch[i], u[i], s[i], vh[i]) <= tol
+        assert orthonormality_error(u[i]) <= 10 * max(shape[-2:]) * EPS[dtype]
+        assert orthonormality_error(vh[i].T) <= 10 * max(shape[-2:]) * EPS[dtype]
+
+
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gpu_rsvd_and_pinv_fall_back_to_qr_iteration(rng, dtype, jacobi_gives_up):
+    a, s_true = with_spectrum(rng, 200, 150, "fast")
+    u, s, vh = (host(t) for t in vsfast.rsvd(cuda(np.stack([a, a]).astype(dtype)), 10))
+    for i in range(2):
+        np.testing.assert_allclose(s[i], s_true[:10], rtol=100 * EPS[dtype] * s_true[0] / s_true[9])
+        assert spectral_error(a, u[i], s[i], vh[i]) <= 1.1 * s_true[10] + 30 * 200 * EPS[dtype] * s_true[0]
+    w = rng.standard_normal((50, 40)).astype(dtype)
+    ref = np.linalg.pinv(w.astype(np.float64))
+    np.testing.assert_allclose(host(vsfast.pinv(cuda(w))), ref, rtol=0, atol=1e3 * EPS[dtype] * np.abs(ref).max())
 
 
 @gpu
@@ -385,14 +448,94 @@ def test_gpu_reference_and_clamping(rng):
     assert clamped == (3,) and torch.isfinite(x).all()
 
 
-# --- interop --------------------------------------------------------------------------------------
+# --- numerics at the edges (tests/test_edges.py on the GPU) --------------------------------------
 
 @gpu
-def test_gpu_results_keep_kind_device_and_dtype_without_copying_inputs(rng):
+@pytest.mark.parametrize("dtype, value", [(np.float32, 1e-40), (np.float64, 1e-310)])
+def test_gpu_subnormal_singular_values_do_not_count(dtype, value):
+    """Their reciprocals overflow: they are treated as zero, so pinv stays finite; the chain's
+    ranks follow the same rule as spaces'."""
+    w = (np.eye(3) * value).astype(dtype)
+    assert w[0, 0] > 0
+    sp = vsfast.spaces(cuda(w), rtol=0.0, atol=0.0)
+    assert sp.rank == 0 and sp.condition_number == np.inf
+    assert not host(vsfast.pinv(cuda(w), atol=0.0)).any()
+    mixed = np.diag([1.0, value, 0.5]).astype(dtype)
+    assert vsfast.spaces(cuda(mixed), rtol=0.0, atol=0.0).rank == 2
+    assert vsfast.Chain([(cuda(mixed), None, None)], rtol=0.0, atol=0.0).ranks == (2,)
+    assert vsfast.Chain([(cuda(w), None, None)], rtol=0.0, atol=0.0).ranks == (0,)
+
+
+@gpu
+@pytest.mark.parametrize("scale", [1e-30, 1e30])
+def test_gpu_extreme_magnitudes_in_float32(rng, scale):
+    """Rescaled by a power of two (exact) where Gram matrices and Jacobi rotations would underflow
+    or overflow: the same answer as at unit scale, alone and beside a matrix at unit scale."""
+    a, s = with_spectrum(rng, 60, 40, "fast")
+    u, got, vh = (host(t) for t in vsfast.rsvd(cuda((a * scale).astype(np.float32)), 5))
+    np.testing.assert_allclose(got / scale, s[:5], rtol=1e-4)
+    assert np.isfinite(u).all() and np.isfinite(vh).all()
+    both = np.stack([a * scale, a]).astype(np.float32)
+    _, got2, _ = (host(t) for t in vsfast.rsvd(cuda(both), 5))
+    np.testing.assert_allclose(got2[0] / scale, s[:5], rtol=1e-4)
+    np.testing.assert_allclose(got2[1], s[:5], rtol=1e-4)
+    _, s1, _ = (host(t) for t in vsfast.svd(cuda((a * scale).astype(np.float32))))
+    np.testing.assert_allclose(s1[:5] / scale, s[:5], rtol=1e-4)
+    b, _ = with_spectrum(rng, 60, 40, np.linspace(2, 1, 40))  # well conditioned: float32 keeps every value
+    p = host(vsfast.pinv(cuda((b * scale).astype(np.float32))))
+    ref = np.linalg.pinv(b * scale)
+    np.testing.assert_allclose(p, ref, rtol=0, atol=1e-4 * np.abs(ref).max())
+
+
+@gpu
+def test_gpu_results_beyond_the_dtype_are_overflow_errors(rng):
+    big = (random_orthonormal(rng, 6, 1) @ random_orthonormal(rng, 6, 1).T * 3e38 * 1.5).astype(np.float64)
+    a = cuda(np.clip(big * 4, -3e38, 3e38).astype(np.float32))  # finite entries, sigma_1 beyond float32
+    for call in (lambda: vsfast.svd(a), lambda: vsfast.rsvd(a, 1), lambda: vsfast.spaces(a)):
+        with pytest.raises(OverflowError, match="overflows float32"):
+            call()
+    assert host(vsfast.svd(a.double())[1])[0] > 3.4e38  # float64 holds it
+    chain = vsfast.Chain([(cuda(np.full((2, 2), 3e38, np.float32)), None, None)])
+    with pytest.raises(OverflowError, match="the chain's output overflows float32"):
+        chain.forward(cuda(np.ones((1, 2), np.float32)))
+    tiny = vsfast.Chain([(cuda(np.eye(2, dtype=np.float32) * 1e-30), None, None)])
+    with pytest.raises(OverflowError, match="the reconstructed input overflows float32"):
+        tiny.reconstruct(cuda(np.full((1, 2), 1e10, np.float32)))
+
+
+# --- interop --------------------------------------------------------------------------------------
+
+class _RecordingModule:
+    """vsfast._cuda, recording the arguments of every call it passes on."""
+
+    def __init__(self, module):
+        self._module, self.calls = module, {}
+
+    def __getattr__(self, name):
+        function = getattr(self._module, name)
+
+        def record(*args, **kwargs):
+            self.calls[name] = args
+            return function(*args, **kwargs)
+
+        return record
+
+
+@gpu
+def test_gpu_results_keep_kind_device_and_dtype_without_copying_inputs(rng, monkeypatch):
+    """C-contiguous float32/float64 inputs reach the kernels by their own device pointers."""
     a = cuda(rng.standard_normal((64, 48)).astype(np.float32))
-    before = a.data_ptr()
+    x = cuda(rng.standard_normal((10, 48)).astype(np.float32))
+    recorder = _RecordingModule(_gpu._cuda)
+    monkeypatch.setattr(_gpu, "_cuda", recorder)
     u, s, vh = vsfast.rsvd(a, 5)
-    assert a.data_ptr() == before
+    vsfast.svd(a)
+    vsfast.pinv(a)
+    vsfast.project(x, vh.T)
+    a_argument = 5  # (dtype, device, stream, workspace, workspace_bytes, A, ...)
+    for name in ("rsvd", "svd", "pinv"):
+        assert recorder.calls[name][a_argument] == a.data_ptr(), name
+    assert recorder.calls["project"][a_argument] == x.data_ptr()
     for t in (u, s, vh):
         assert isinstance(t, torch.Tensor) and t.device == a.device and t.dtype == torch.float32
     # Non-contiguous views are made contiguous, with the same results.

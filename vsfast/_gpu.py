@@ -12,6 +12,7 @@ exist otherwise.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 import warnings
@@ -24,11 +25,20 @@ from . import _core
 from ._arrays import check_int, check_tolerance
 from .linalg import Chain, RangeWarning, Reconstruction, Spaces, _activation, _choose_method, _rsvd_params
 
+
+def _import_error(exc: Exception) -> str:
+    """Why the CUDA module is unavailable. An absent one would otherwise read as Python's
+    misleading "partially initialized module (most likely due to a circular import)"."""
+    if importlib.util.find_spec(f"{__package__}._cuda") is None:
+        return "vsfast was built without its CUDA module (no nvcc or CUDA libraries at build time)"
+    return f"{type(exc).__name__}: {exc}"
+
+
 try:  # built only where nvcc and the CUDA libraries were found; loads without a driver
     from . import _cuda
 except (ImportError, OSError, RuntimeError) as exc:  # never let it break `import vsfast`
     _cuda = None
-    IMPORT_ERROR = f"{type(exc).__name__}: {exc}"
+    IMPORT_ERROR = _import_error(exc)
 else:
     IMPORT_ERROR = ""
 
@@ -222,6 +232,13 @@ class _Workspace:
         self.nbytes = int(nbytes)
         self.buffer = fw.empty((self.nbytes,), "uint8") if self.nbytes else None
         self.ptr = fw.ptr(self.buffer) if self.nbytes else 0
+        self._fw, self._extra = fw, []
+
+    def extra(self, nbytes: int) -> int:
+        """More scratch memory during the call, for the rare needs that depend on the data (a
+        rescaled copy of the input); released with the rest."""
+        self._extra.append(self._fw.empty((int(nbytes),), "uint8"))
+        return self._fw.ptr(self._extra[-1])
 
 
 def _call_args(fw, ws: _Workspace) -> tuple:
@@ -237,7 +254,7 @@ def _rsvd_arrays(a, fw, k: int, oversample: int, power_iters: int, seed: int):
     u, s, vh = fw.empty((*lead, m, k), dtype), fw.empty((*lead, k), dtype), fw.empty((*lead, k, n), dtype)
     ws = _Workspace(fw, _cuda.rsvd_workspace(dtype, fw.index, batch, m, n, k, oversample, power_iters))
     _cuda.rsvd(dtype, *_call_args(fw, ws), fw.ptr(a), batch, m, n, k, oversample, power_iters, seed,
-               _precision == "tf32", fw.ptr(u), fw.ptr(s), fw.ptr(vh))
+               _precision == "tf32", fw.ptr(u), fw.ptr(s), fw.ptr(vh), ws.extra)
     return u, s, vh
 
 
@@ -251,15 +268,19 @@ def _svd_arrays(a, fw):
     return u, s, vh
 
 
-def _pinv_arrays(a, fw, rtol, atol):
+def _pinv_arrays(a, fw, rtol, atol, *, transposed: bool = False, with_vh: bool = False):
+    """Pseudoinverses (or their transposes) and ranks, both left on the device; with_vh adds the
+    right singular vectors of the same SVD."""
     *lead, m, n = a.shape
     batch = int(np.prod(lead)) if lead else 1
     dtype = fw.dtype_name(a)
-    out = fw.empty((*lead, n, m), dtype)
+    out = fw.empty((*lead, m, n) if transposed else (*lead, n, m), dtype)
     ranks = fw.empty((batch,), "int64")
+    vh = fw.empty((*lead, min(m, n), n), dtype) if with_vh else None
     ws = _Workspace(fw, _cuda.pinv_workspace(dtype, fw.index, batch, m, n))
-    _cuda.pinv(dtype, *_call_args(fw, ws), fw.ptr(a), batch, m, n, rtol, atol, fw.ptr(out), fw.ptr(ranks))
-    return out, fw.to_numpy(ranks)
+    _cuda.pinv(dtype, *_call_args(fw, ws), fw.ptr(a), batch, m, n, rtol, atol, transposed, fw.ptr(out),
+               fw.ptr(ranks), fw.ptr(vh) if with_vh else 0)
+    return out, ranks, vh
 
 
 def rsvd(A: Any, k: int, *, oversample: int = 10, power_iters: int = 2, seed: int = 0):
@@ -399,10 +420,9 @@ class GpuChain(Chain):
             if b is not None and b.shape[0] != w.shape[0]:
                 raise ValueError(f"layers[{i}].bias: expected {w.shape[0]} values, got shape {tuple(b.shape)}")
             act, param = _activation(layer[2], i)
-            p, ranks = _pinv_arrays(w, fw, rtol, atol)
-            rank = int(ranks[0])
-            _, _, vh = _svd_arrays(w, fw)
-            pinv_t, signal_rows = fw.contiguous(p.T), fw.contiguous(vh[:rank])
+            pinv_t, ranks, vh = _pinv_arrays(w, fw, rtol, atol, transposed=True, with_vh=True)
+            rank = int(fw.to_numpy(ranks)[0])
+            signal_rows = vh[:rank]  # leading rows: contiguous
             self._arrays.append((w, b, pinv_t, signal_rows))
             m, n = w.shape
             specs.append((m, n, fw.ptr(w), 0 if b is None else fw.ptr(b), fw.ptr(pinv_t),

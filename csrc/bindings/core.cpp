@@ -7,6 +7,7 @@
 #include "vsfast/chain.hpp"
 #include "vsfast/parallel.hpp"
 #include "vsfast/project.hpp"
+#include "vsfast/range.hpp"
 #include "vsfast/rsvd.hpp"
 #include "vsfast/svd.hpp"
 
@@ -111,19 +112,11 @@ std::vector<double> require_finite_matrices(const T* p, std::size_t batch, std::
   return largest;
 }
 
-template <class T>
-const char* dtype_name() {
-  return std::is_same_v<T, float> ? "float32" : "float64";
-}
-
 // A result that does not fit the dtype (singular values or a pseudoinverse beyond its largest
 // number) is an OverflowError, never inf or NaN handed back.
 template <class T>
 void require_representable(const T* p, std::size_t count, const char* what) {
-  if (std::isnan(max_abs(p, count)))
-    throw std::overflow_error(std::string(what) + " overflows " + dtype_name<T>() +
-                              (std::is_same_v<T, float> ? "; compute in float64 or scale the input down"
-                                                        : "; scale the input down"));
+  if (std::isnan(max_abs(p, count))) throw std::overflow_error(overflow_message<T>(what));
 }
 
 template <class T>

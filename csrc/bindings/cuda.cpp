@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <tuple>
@@ -86,6 +87,18 @@ Call make_call(int device, std::uintptr_t stream, std::uintptr_t workspace, long
   return call;
 }
 
+// Call::extra through the caller's Python allocator (fn(nbytes) -> device pointer), which runs
+// with the GIL taken back. fn outlives the call: it is an argument of the binding.
+std::function<void*(std::size_t)> extra_memory(const py::object& fn, int device) {
+  if (fn.is_none()) return {};
+  const py::object* allocate = &fn;
+  return [allocate, device](std::size_t bytes) -> void* {
+    py::gil_scoped_acquire gil;
+    const auto address = (*allocate)(bytes).cast<std::uintptr_t>();
+    return device_pointer<unsigned char>(address, device, "extra workspace");
+  };
+}
+
 Call sizing_call(int device) {
   Call call;
   call.device = check_device(device);
@@ -116,11 +129,12 @@ std::size_t rsvd_workspace_py(const std::string& dtype, int device, long long ba
 void rsvd_py(const std::string& dtype, int device, std::uintptr_t stream, std::uintptr_t workspace,
              long long workspace_bytes, std::uintptr_t a, long long batch, long long m, long long n, long long k,
              long long oversample, long long power_iters, std::uint64_t seed, bool tf32, std::uintptr_t u,
-             std::uintptr_t s, std::uintptr_t vh) {
+             std::uintptr_t s, std::uintptr_t vh, const py::object& extra) {
   const std::size_t b = positive(batch, "batch"), rows = positive(m, "m"), cols = positive(n, "n");
   const RsvdParams p = rsvd_params(rows, cols, k, oversample, power_iters, seed);
   Call call = make_call(device, stream, workspace, workspace_bytes);
   call.tf32 = tf32;
+  call.extra = extra_memory(extra, device);
   dispatch(parse_dtype(dtype), [&](auto tag) {
     using T = decltype(tag);
     const T* pa = device_pointer<T>(a, device, "A");
@@ -162,7 +176,8 @@ std::size_t pinv_workspace_py(const std::string& dtype, int device, long long ba
 
 void pinv_py(const std::string& dtype, int device, std::uintptr_t stream, std::uintptr_t workspace,
              long long workspace_bytes, std::uintptr_t a, long long batch, long long m, long long n,
-             std::optional<double> rtol, std::optional<double> atol, std::uintptr_t out, std::uintptr_t ranks) {
+             std::optional<double> rtol, std::optional<double> atol, bool transposed, std::uintptr_t out,
+             std::uintptr_t ranks, std::uintptr_t vh) {
   const std::size_t b = positive(batch, "batch"), rows = positive(m, "m"), cols = positive(n, "n");
   check_tolerance(rtol, "rtol");
   check_tolerance(atol, "atol");
@@ -172,8 +187,9 @@ void pinv_py(const std::string& dtype, int device, std::uintptr_t stream, std::u
     using T = decltype(tag);
     const T* pa = device_pointer<T>(a, device, "A");
     T* po = device_pointer<T>(out, device, "out");
+    T* pv = vh ? device_pointer<T>(vh, device, "Vh") : nullptr;
     py::gil_scoped_release release;
-    pinv<T>(call, pa, b, rows, cols, rtol, atol, po, pr);
+    pinv<T>(call, pa, b, rows, cols, rtol, atol, transposed, po, pr, pv);
     return 0;
   });
 }
@@ -304,6 +320,9 @@ PYBIND11_MODULE(_cuda, m) {
 
   m.def("device_count", &device_count, "CUDA devices usable by this process (0 without a driver).");
   m.def("unavailable_reason", &unavailable_reason, "Why no CUDA device is usable, or ''.");
+  m.def("_set_jacobi_max_sweeps", &set_jacobi_max_sweeps, py::arg("sweeps"),
+        "For tests: the sweep limit of the Jacobi SVDs (default 100); a low one makes them give up, so that the "
+        "QR-iteration fallback runs.");
   m.def("device_name", [](int device) { return device_name(check_device(device)); }, py::arg("device"));
 
   m.def("rsvd_workspace", &rsvd_workspace_py, py::arg("dtype"), py::arg("device"), py::arg("batch"), py::arg("m"),
@@ -311,7 +330,7 @@ PYBIND11_MODULE(_cuda, m) {
   m.def("rsvd", &rsvd_py, py::arg("dtype"), py::arg("device"), py::arg("stream"), py::arg("workspace"),
         py::arg("workspace_bytes"), py::arg("A"), py::arg("batch"), py::arg("m"), py::arg("n"), py::arg("k"),
         py::arg("oversample"), py::arg("power_iters"), py::arg("seed"), py::arg("tf32"), py::arg("U"), py::arg("S"),
-        py::arg("Vh"));
+        py::arg("Vh"), py::arg("extra") = py::none());
   m.def("svd_workspace", &svd_workspace_py, py::arg("dtype"), py::arg("device"), py::arg("batch"), py::arg("m"),
         py::arg("n"));
   m.def("svd", &svd_py, py::arg("dtype"), py::arg("device"), py::arg("stream"), py::arg("workspace"),
@@ -321,7 +340,7 @@ PYBIND11_MODULE(_cuda, m) {
         py::arg("n"));
   m.def("pinv", &pinv_py, py::arg("dtype"), py::arg("device"), py::arg("stream"), py::arg("workspace"),
         py::arg("workspace_bytes"), py::arg("A"), py::arg("batch"), py::arg("m"), py::arg("n"), py::arg("rtol"),
-        py::arg("atol"), py::arg("out"), py::arg("ranks"));
+        py::arg("atol"), py::arg("transposed"), py::arg("out"), py::arg("ranks"), py::arg("Vh") = 0);
   m.def("project_workspace", &project_workspace_py, py::arg("dtype"), py::arg("device"), py::arg("rows"),
         py::arg("n"), py::arg("r"));
   m.def("project", &project_py, py::arg("dtype"), py::arg("device"), py::arg("stream"), py::arg("workspace"),

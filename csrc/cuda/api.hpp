@@ -22,7 +22,8 @@ struct RsvdParams {
   std::uint64_t seed = 0;
 };
 
-// u (batch x m x k), s (batch x k), vh (batch x k x n).
+// u (batch x m x k), s (batch x k), vh (batch x k x n). A batch holding a matrix outside the safe
+// range is rescaled in a copy from call.extra.
 template <class T>
 std::size_t rsvd_workspace(const Call& call, std::size_t batch, std::size_t m, std::size_t n, const RsvdParams& p);
 template <class T>
@@ -35,12 +36,15 @@ std::size_t svd_workspace(const Call& call, std::size_t batch, std::size_t m, st
 template <class T>
 void svd(const Call& call, const T* a, std::size_t batch, std::size_t m, std::size_t n, T* u, T* s, T* vh);
 
-// Pseudoinverses (batch x n x m) and ranks (batch int64), with numpy's rank rule.
+// Pseudoinverses (batch x n x m, or with `transposed` their transposes, batch x m x n) and ranks
+// (batch int64, left on the device), with numpy's rank rule as rank_of applies it. vh, unless null,
+// receives the right singular vectors (batch x q x n, q = min(m, n)), whose first rank rows span
+// each matrix's row space: a chain layer's factors from one SVD.
 template <class T>
 std::size_t pinv_workspace(const Call& call, std::size_t batch, std::size_t m, std::size_t n);
 template <class T>
 void pinv(const Call& call, const T* a, std::size_t batch, std::size_t m, std::size_t n, std::optional<double> rtol,
-          std::optional<double> atol, T* out, std::int64_t* ranks);
+          std::optional<double> atol, bool transposed, T* out, std::int64_t* ranks, T* vh);
 
 // signal = X B^T B and residual = X - signal for X (rows x n) and orthonormal rows B (r x n).
 template <class T>

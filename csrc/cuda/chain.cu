@@ -103,6 +103,11 @@ void apply_layer(const Bound& bd, const Layer<T>& L, const T* h, std::size_t row
   check_launch("activate_kernel");
 }
 
+// The magnitudes measured per call, all read at its one wait: inputs are refused for NaN or inf,
+// and outputs beyond the dtype raise the CPU core's OverflowError, after the work rather than
+// before, since a wait per check would serialise the caller's stream.
+enum Check : std::size_t { kInput, kReference, kOutput, kChecks };
+
 template <class T>
 struct ChainWork {
   T *a, *b;                      // rows x widest each
@@ -110,7 +115,7 @@ struct ChainWork {
   T *ref_signal, *ref_residual;  // ref_rows x widest
   ProjectWork<T> project;
   unsigned long long* clamped;   // depth
-  int* flag;
+  unsigned long long* magnitudes;  // kChecks
 
   static ChainWork layout(Arena& arena, const std::vector<Layer<T>>& layers, std::size_t rows, std::size_t ref_rows,
                           bool every_layer) {
@@ -128,7 +133,7 @@ struct ChainWork {
     w.ref_residual = arena.take<T>(ref_rows * wide);
     w.project = ProjectWork<T>::layout(arena, ref_rows, max_rank);
     w.clamped = arena.take<unsigned long long>(layers.size());
-    w.flag = arena.take<int>(1);
+    w.magnitudes = arena.take<unsigned long long>(kChecks);
     return w;
   }
 };
@@ -153,9 +158,9 @@ std::vector<std::size_t> reconstruct(const Call& call, const std::vector<Layer<T
   if (!reference) ref_rows = 0;
   ChainWork<T> w = ChainWork<T>::layout(arena, layers, rows, ref_rows, every_layer);
   const std::size_t depth = layers.size();
-  require_finite(y, rows * layers.back().m, w.flag, "Y", bd.stream);
+  measure_magnitudes(y, rows * layers.back().m, 0, 1, w.magnitudes + kInput, bd.stream);
   if (ref_rows) {
-    require_finite(reference, ref_rows * layers.front().n, w.flag, "reference", bd.stream);
+    measure_magnitudes(reference, ref_rows * layers.front().n, 0, 1, w.magnitudes + kReference, bd.stream);
     VSFAST_CHECK(cudaMemcpyAsync(w.ref_inputs[0], reference, ref_rows * layers.front().n * sizeof(T),
                                  cudaMemcpyDeviceToDevice, bd.stream));
     for (std::size_t l = 0; l + 1 < w.ref_inputs.size(); ++l)
@@ -183,20 +188,36 @@ std::vector<std::size_t> reconstruct(const Call& call, const std::vector<Layer<T
     }
     std::swap(h, next);
   }
+  measure_magnitudes(x, rows * layers.front().n, 0, 1, w.magnitudes + kOutput, bd.stream);
   std::vector<unsigned long long> counts(depth);
   VSFAST_CHECK(cudaMemcpyAsync(counts.data(), w.clamped, depth * sizeof(unsigned long long), cudaMemcpyDeviceToHost,
                                bd.stream));
-  VSFAST_CHECK(cudaStreamSynchronize(bd.stream));
+  const std::vector<double> largest = fetch_magnitudes(w.magnitudes, kChecks, bd.stream);
+  require_finite(largest[kInput], "Y");
+  if (ref_rows) require_finite(largest[kReference], "reference");
+  require_representable<T>(largest[kOutput], "the reconstructed input");
   return std::vector<std::size_t>(counts.begin(), counts.end());
 }
 
 template <class T>
+struct ForwardWork {
+  T *a, *b;                        // rows x widest each
+  unsigned long long* magnitudes;  // kChecks
+
+  static ForwardWork layout(Arena& arena, const std::vector<Layer<T>>& layers, std::size_t rows) {
+    ForwardWork w;
+    const std::size_t wide = widest(layers);
+    w.a = arena.take<T>(rows * wide);
+    w.b = arena.take<T>(rows * wide);
+    w.magnitudes = arena.take<unsigned long long>(kChecks);
+    return w;
+  }
+};
+
+template <class T>
 std::size_t forward_workspace(const Call&, const std::vector<Layer<T>>& layers, std::size_t rows) {
   Arena arena(nullptr, 0);
-  const std::size_t wide = widest(layers);
-  arena.take<T>(rows * wide);
-  arena.take<T>(rows * wide);
-  arena.take<int>(1);
+  ForwardWork<T>::layout(arena, layers, rows);
   return arena.used();
 }
 
@@ -205,17 +226,18 @@ void forward(const Call& call, const std::vector<Layer<T>>& layers, const T* x, 
   DeviceGuard guard(call.device);
   const Bound bd = bind(call);
   Arena arena = arena_of(call);
-  const std::size_t wide = widest(layers);
-  T* a = arena.take<T>(rows * wide);
-  T* b = arena.take<T>(rows * wide);
-  int* flag = arena.take<int>(1);
-  require_finite(x, rows * layers.front().n, flag, "X", bd.stream);
+  const ForwardWork<T> w = ForwardWork<T>::layout(arena, layers, rows);
+  measure_magnitudes(x, rows * layers.front().n, 0, 1, w.magnitudes + kInput, bd.stream);
   const T* h = x;
   for (std::size_t l = 0; l < layers.size(); ++l) {
-    T* out = l + 1 == layers.size() ? y : (l % 2 ? b : a);
+    T* out = l + 1 == layers.size() ? y : (l % 2 ? w.b : w.a);
     apply_layer(bd, layers[l], h, rows, out);
     h = out;
   }
+  measure_magnitudes(y, rows * layers.back().m, 0, 1, w.magnitudes + kOutput, bd.stream);
+  const std::vector<double> largest = fetch_magnitudes(w.magnitudes, kChecks, bd.stream);
+  require_finite(largest[kInput], "X");
+  require_representable<T>(largest[kOutput], "the chain's output");
 }
 
 #define VSFAST_INSTANTIATE(T)                                                                                        \

@@ -1,6 +1,8 @@
 #include "cuda/context.hpp"
 
+#include <atomic>
 #include <climits>
+#include <cstring>
 #include <map>
 #include <memory>
 
@@ -62,6 +64,19 @@ DeviceGuard::DeviceGuard(int device) {
 DeviceGuard::~DeviceGuard() {
   int current = -1;
   if (cudaGetDevice(&current) == cudaSuccess && current != previous_) cudaSetDevice(previous_);
+}
+
+namespace {
+std::atomic<int> jacobi_max_sweeps{100};
+}
+
+void set_jacobi_max_sweeps(int sweeps) {
+  if (sweeps < 1) throw std::invalid_argument("sweeps: expected >= 1, got " + std::to_string(sweeps));
+  jacobi_max_sweeps = sweeps;
+}
+
+void configure_jacobi(gesvdjInfo_t params) {
+  VSFAST_CHECK(cusolverDnXgesvdjSetMaxSweeps(params, jacobi_max_sweeps.load()));
 }
 
 Context& context(int device) {
@@ -138,12 +153,26 @@ void fan_out(Context& ctx, cudaStream_t stream, std::size_t items,
   for (std::size_t item = 0; item < items; ++item) work(item, ctx.lanes[item % lanes], item % lanes);
 }
 
-std::vector<int> fetch_ints(const int* device_ints, std::size_t count, cudaStream_t stream) {
-  std::vector<int> host(count);
+namespace {
+template <class T>
+std::vector<T> fetch(const T* device_values, std::size_t count, cudaStream_t stream) {
+  std::vector<T> host(count);
   if (count == 0) return host;
-  VSFAST_CHECK(cudaMemcpyAsync(host.data(), device_ints, count * sizeof(int), cudaMemcpyDeviceToHost, stream));
+  VSFAST_CHECK(cudaMemcpyAsync(host.data(), device_values, count * sizeof(T), cudaMemcpyDeviceToHost, stream));
   VSFAST_CHECK(cudaStreamSynchronize(stream));
   return host;
+}
+}  // namespace
+
+std::vector<int> fetch_ints(const int* device_ints, std::size_t count, cudaStream_t stream) {
+  return fetch(device_ints, count, stream);
+}
+
+std::vector<double> fetch_magnitudes(const unsigned long long* slots, std::size_t count, cudaStream_t stream) {
+  const std::vector<unsigned long long> bits = fetch(slots, count, stream);
+  std::vector<double> values(count);
+  std::memcpy(values.data(), bits.data(), count * sizeof(double));
+  return values;
 }
 
 int to_int(std::size_t value, const char* what) {

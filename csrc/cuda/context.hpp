@@ -60,6 +60,11 @@ struct Lane {
 
 constexpr std::size_t kMaxLanes = 16;
 
+// The sweep limit of every Jacobi SVD: cuSOLVER's default, 100, unless set lower, as the tests do
+// to make Jacobi give up and the QR-iteration fallback run. configure_jacobi applies it.
+void set_jacobi_max_sweeps(int sweeps);
+void configure_jacobi(gesvdjInfo_t params);
+
 // Handles of one thread on one device, created on first use and kept for the life of the process:
 // creating them costs milliseconds, and destroying them at exit can race the driver's teardown.
 struct Context {
@@ -76,12 +81,16 @@ Context& context(int device);
 
 // One call's environment: the device, the caller's stream, the workspace the caller allocated
 // with its framework, and whether float32 products over the input may use TF32 tensor cores.
+// `extra`, when set, allocates more device memory with the caller's framework, valid until the
+// call returns: for the rare paths whose scratch depends on the data (a rescaled copy of the
+// input), so that the workspace sized in advance need not hold it.
 struct Call {
   int device = 0;
   cudaStream_t stream = nullptr;
   void* workspace = nullptr;
   std::size_t workspace_bytes = 0;
   bool tf32 = false;
+  std::function<void*(std::size_t bytes)> extra;
 };
 
 // The context with its handles bound to the call's stream.
@@ -133,6 +142,9 @@ void fan_out(Context& ctx, cudaStream_t stream, std::size_t items,
 // Copies `count` ints from the device and waits for them: the host-side decisions (a QR fallback,
 // a convergence failure) need them.
 std::vector<int> fetch_ints(const int* device_ints, std::size_t count, cudaStream_t stream);
+
+// Copies `count` magnitudes written by measure_magnitudes (kernels.cuh) and waits for them.
+std::vector<double> fetch_magnitudes(const unsigned long long* slots, std::size_t count, cudaStream_t stream);
 
 // Dimensions cross into 32-bit cuBLAS/cuSOLVER arguments: refuse what does not fit.
 int to_int(std::size_t value, const char* what);

@@ -3,11 +3,18 @@
 #pragma once
 
 #include "cuda/context.hpp"
+#include "vsfast/range.hpp"
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <vector>
 
 namespace vsfast::cuda {
 
@@ -131,25 +138,146 @@ void fill_gaussian(T* out, std::size_t count, std::uint64_t seed, cudaStream_t s
 
 // --- checks ----------------------------------------------------------------------------------------
 
-// flag = 1 if any of the count values is NaN or infinite (flag zeroed by the launcher).
-template <class T>
-__global__ void nonfinite_kernel(const T* x, std::size_t count, int* flag) {
-  bool bad = false;
-  for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < count;
-       i += std::size_t(gridDim.x) * blockDim.x)
-    bad |= !isfinite(x[i]);
-  if (__syncthreads_or(bad) && threadIdx.x == 0) *flag = 1;
+// The largest of v over the block (kThreads threads), valid in thread 0.
+__device__ inline unsigned long long block_max(unsigned long long v) {
+  __shared__ unsigned long long warp_max[kThreads / 32];
+  for (int offset = 16; offset > 0; offset /= 2) {
+    const unsigned long long other = __shfl_down_sync(0xffffffffu, v, offset);
+    v = other > v ? other : v;
+  }
+  if (threadIdx.x % 32 == 0) warp_max[threadIdx.x / 32] = v;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    v = threadIdx.x < kThreads / 32 ? warp_max[threadIdx.x] : 0;
+    for (int offset = 16; offset > 0; offset /= 2) {
+      const unsigned long long other = __shfl_down_sync(0xffffffffu, v, offset);
+      v = other > v ? other : v;
+    }
+  }
+  __syncthreads();  // warp_max is reused by the caller's next round
+  return v;
 }
 
-// Throws std::invalid_argument naming `name` when x holds NaN or inf, as the CPU core does; waits
-// for the stream. `flag` is one int of device workspace.
+// slots[b] = the largest |x| of matrix b (batch matrices of `size` values, `stride` apart) as the
+// bits of a double, +inf where one is NaN or infinite: non-negative doubles order as their bits,
+// so one atomicMax per block merges the blocks that share a matrix. Slots zeroed by the launcher.
 template <class T>
-void require_finite(const T* x, std::size_t count, int* flag, const char* name, cudaStream_t stream) {
-  VSFAST_CHECK(cudaMemsetAsync(flag, 0, sizeof(int), stream));
-  nonfinite_kernel<<<blocks_for(count), kThreads, 0, stream>>>(x, count, flag);
-  check_launch("nonfinite_kernel");
-  if (fetch_ints(flag, 1, stream)[0])
+__global__ void magnitude_kernel(const T* x, std::size_t size, std::size_t stride, std::size_t batch,
+                                 std::size_t blocks_per_matrix, unsigned long long* slots) {
+  for (std::size_t block = blockIdx.x; block < batch * blocks_per_matrix; block += gridDim.x) {
+    const std::size_t b = block / blocks_per_matrix, chunk = block % blocks_per_matrix;
+    const T* xb = x + b * stride;
+    unsigned long long largest = 0;
+    for (std::size_t i = chunk * kThreads + threadIdx.x; i < size; i += blocks_per_matrix * kThreads) {
+      const double a = fabs(static_cast<double>(xb[i]));
+      const unsigned long long bits = static_cast<unsigned long long>(__double_as_longlong(isfinite(a) ? a : HUGE_VAL));
+      largest = bits > largest ? bits : largest;
+    }
+    largest = block_max(largest);
+    if (threadIdx.x == 0 && largest) atomicMax(slots + b, largest);
+  }
+}
+template <class T>
+void measure_magnitudes(const T* x, std::size_t size, std::size_t stride, std::size_t batch,
+                        unsigned long long* slots, cudaStream_t stream) {
+  VSFAST_CHECK(cudaMemsetAsync(slots, 0, batch * sizeof(unsigned long long), stream));
+  const std::size_t per_matrix = std::min<std::size_t>((size + 8 * kThreads - 1) / (8 * kThreads), 1024);
+  const std::size_t blocks = std::max<std::size_t>(std::min<std::size_t>(batch * per_matrix, 65535 * 16), 1);
+  magnitude_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(x, size, stride, batch,
+                                                                           std::max<std::size_t>(per_matrix, 1), slots);
+  check_launch("magnitude_kernel");
+}
+
+// Throws std::invalid_argument naming `name`, as the CPU core does, when a measured magnitude is
+// that of NaN or inf.
+inline void require_finite(double largest, const char* name) {
+  if (std::isinf(largest))
     throw std::invalid_argument(std::string(name) + ": expected finite values, found NaN or inf");
+}
+
+// The largest magnitude of each of `batch` matrices of `size` values, refusing NaN and inf as
+// require_finite does; waits for the stream. `slots` is batch values of device workspace.
+template <class T>
+std::vector<double> require_finite_matrices(const T* x, std::size_t batch, std::size_t size,
+                                            unsigned long long* slots, const char* name, cudaStream_t stream) {
+  measure_magnitudes(x, size, size, batch, slots, stream);
+  std::vector<double> largest = fetch_magnitudes(slots, batch, stream);
+  for (double v : largest) require_finite(v, name);
+  return largest;
+}
+
+// Throws the CPU core's std::overflow_error when `what` (measured as `largest`, scaled by 2^exponent)
+// exceeds the dtype.
+template <class T>
+void require_representable(double largest, const std::string& what, int exponent = 0) {
+  if (!(std::ldexp(largest, exponent) <= static_cast<double>(std::numeric_limits<T>::max())))
+    throw std::overflow_error(overflow_message<T>(what));
+}
+
+// dst_b = src_b * 2^(sign * e_b) for `batch` matrices of `size` values (exact unless it over- or
+// underflows); dst may be src.
+template <class T>
+__global__ void ldexp_kernel(const T* src, std::size_t src_stride, T* dst, std::size_t dst_stride, std::size_t size,
+                             std::size_t batch, const int* exponents, int sign) {
+  for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < size * batch;
+       i += std::size_t(gridDim.x) * blockDim.x) {
+    const std::size_t b = i / size, j = i % size;
+    dst[b * dst_stride + j] = static_cast<T>(ldexp(src[b * src_stride + j], sign * exponents[b]));
+  }
+}
+template <class T>
+void scale_by_powers_of_two(const T* src, std::size_t src_stride, T* dst, std::size_t dst_stride, std::size_t size,
+                            std::size_t batch, const int* exponents, int sign, cudaStream_t stream) {
+  ldexp_kernel<<<blocks_for(size * batch), kThreads, 0, stream>>>(src, src_stride, dst, dst_stride, size, batch,
+                                                                   exponents, sign);
+  check_launch("ldexp_kernel");
+}
+
+// Per-matrix power-of-two exponents that bring each matrix's largest magnitude near 1 where it
+// lies outside the safe range (vsfast::rescaling_exponent, as on the CPU), with their copy on the
+// device; that copy is null when every exponent is 0, the usual case, which then costs nothing.
+struct Scaling {
+  std::vector<int> exponents;
+  const int* device = nullptr;
+};
+template <class T>
+Scaling plan_scaling(const std::vector<double>& largest, int* device, cudaStream_t stream) {
+  Scaling sc;
+  for (double v : largest) sc.exponents.push_back(rescaling_exponent<T>(v));
+  if (std::any_of(sc.exponents.begin(), sc.exponents.end(), [](int e) { return e != 0; })) {
+    VSFAST_CHECK(cudaMemcpyAsync(device, sc.exponents.data(), sc.exponents.size() * sizeof(int),
+                                 cudaMemcpyHostToDevice, stream));
+    sc.device = device;
+  }
+  return sc;
+}
+
+// Throws the CPU core's OverflowError where a matrix's largest singular value, `top` as computed
+// on its rescaled copy, exceeds the dtype once scaled back.
+template <class T>
+void require_singular_values_fit(const std::vector<double>& top, const Scaling& sc) {
+  for (std::size_t b = 0; b < top.size(); ++b)
+    require_representable<T>(top[b], "A's largest singular value", sc.exponents[b]);
+}
+
+// The leading `width` values of each of `batch` blocks `src_stride` apart, packed into dst: one
+// copy when they are contiguous, else a kernel (cudaMemcpy2D refuses pitches beyond memPitch).
+template <class T>
+__global__ void gather_prefixes_kernel(const T* src, std::size_t src_stride, T* dst, std::size_t width,
+                                       std::size_t batch) {
+  for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < width * batch;
+       i += std::size_t(gridDim.x) * blockDim.x)
+    dst[i] = src[(i / width) * src_stride + i % width];
+}
+template <class T>
+void gather_prefixes(const T* src, std::size_t src_stride, T* dst, std::size_t width, std::size_t batch,
+                     cudaStream_t stream) {
+  if (batch == 1 || src_stride == width) {
+    VSFAST_CHECK(cudaMemcpyAsync(dst, src, batch * width * sizeof(T), cudaMemcpyDeviceToDevice, stream));
+    return;
+  }
+  gather_prefixes_kernel<<<blocks_for(width * batch), kThreads, 0, stream>>>(src, src_stride, dst, width, batch);
+  check_launch("gather_prefixes_kernel");
 }
 
 // defect[b] = || g_b - I ||_F for the n x n matrices g_b: how far a basis is from orthonormal.

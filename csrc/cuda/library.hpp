@@ -115,6 +115,28 @@ inline void gesvdj(cusolverDnHandle_t h, int m, int n, double* a, double* s, dou
       cusolverDnDgesvdj(h, CUSOLVER_EIG_MODE_VECTOR, 1, m, n, a, m, s, u, m, v, n, work, lwork, info, p));
 }
 
+// Thin SVD of one tall m x n matrix (m >= n) by QR iteration (gesvd, the fallback when Jacobi
+// does not converge): a (destroyed) = u diag(s) vt with u m x n, vt n x n (V transposed, unlike
+// gesvdj). rwork holds n - 1 values.
+inline int gesvd_lwork(cusolverDnHandle_t h, int m, int n, float*) {
+  int lwork = 0;
+  VSFAST_CHECK(cusolverDnSgesvd_bufferSize(h, m, n, &lwork));
+  return lwork;
+}
+inline int gesvd_lwork(cusolverDnHandle_t h, int m, int n, double*) {
+  int lwork = 0;
+  VSFAST_CHECK(cusolverDnDgesvd_bufferSize(h, m, n, &lwork));
+  return lwork;
+}
+inline void gesvd(cusolverDnHandle_t h, int m, int n, float* a, float* s, float* u, float* vt, float* work, int lwork,
+                  float* rwork, int* info) {
+  VSFAST_CHECK(cusolverDnSgesvd(h, 'S', 'S', m, n, a, m, s, u, m, vt, n, work, lwork, rwork, info));
+}
+inline void gesvd(cusolverDnHandle_t h, int m, int n, double* a, double* s, double* u, double* vt, double* work,
+                  int lwork, double* rwork, int* info) {
+  VSFAST_CHECK(cusolverDnDgesvd(h, 'S', 'S', m, n, a, m, s, u, m, vt, n, work, lwork, rwork, info));
+}
+
 // Full SVDs of a batch of matrices of at most 32 x 32 (gesvdjBatched): u m x m, v n x n.
 inline int gesvdj_batched_lwork(cusolverDnHandle_t h, int m, int n, gesvdjInfo_t p, int batch, float*) {
   int lwork = 0;

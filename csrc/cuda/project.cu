@@ -12,7 +12,7 @@ std::size_t project_workspace(const Call& call, std::size_t rows, std::size_t n,
   (void)call;
   Arena arena(nullptr, 0);
   ProjectWork<T>::layout(arena, rows, n, r);
-  arena.take<int>(1);
+  arena.take<unsigned long long>(2);
   return arena.used();
 }
 
@@ -23,9 +23,12 @@ void project(const Call& call, const T* x, std::size_t rows, std::size_t n, cons
   const Bound bd = bind(call);
   Arena arena = arena_of(call);
   ProjectWork<T> w = ProjectWork<T>::layout(arena, rows, n, r);
-  int* flag = arena.take<int>(1);
-  require_finite(x, rows * n, flag, "X", bd.stream);
-  if (r) require_finite(basis, r * n, flag, "basis", bd.stream);
+  unsigned long long* magnitudes = arena.take<unsigned long long>(2);  // X, basis: one wait
+  measure_magnitudes(x, rows * n, 0, 1, magnitudes, bd.stream);
+  if (r) measure_magnitudes(basis, r * n, 0, 1, magnitudes + 1, bd.stream);
+  const std::vector<double> largest = fetch_magnitudes(magnitudes, r ? 2 : 1, bd.stream);
+  require_finite(largest[0], "X");
+  if (r) require_finite(largest[1], "basis");
   project_rows(bd, x, rows, n, basis, r, signal, residual, w);
 }
 

@@ -32,7 +32,8 @@ struct RsvdDims {
 template <class T>
 struct RsvdWork {
   T *omega, *y, *y_alt, *z, *z_alt, *s_all, *ub, *v;
-  int* flag;
+  unsigned long long* magnitudes;  // batch
+  int* exponents;                  // batch
   OrthWork<T> orth;
   TallSvdWork<T> small;
 
@@ -48,7 +49,8 @@ struct RsvdWork {
     w.s_all = arena.take<T>(b * l);
     w.ub = arena.take<T>(b * w.small.u_stride);  // short x l, or short x short from gesvdjBatched
     w.v = arena.take<T>(b * l * l);
-    w.flag = arena.take<int>(1);
+    w.magnitudes = arena.take<unsigned long long>(b);
+    w.exponents = arena.take<int>(b);
     w.orth = OrthWork<T>::layout(arena, ctx, d.long_side, d.l, b);
     return w;
   }
@@ -64,6 +66,20 @@ void product_over_a(const Bound& bd, bool ta, int m, int n, int k, const T* a, i
   if (tf32) VSFAST_CHECK(cublasSetMathMode(bd.ctx.blas, CUBLAS_DEFAULT_MATH));
 }
 
+// The matrices the algorithm runs on: a itself, or, where a matrix lies outside the safe range,
+// a copy (from call.extra: the workspace sized in advance does not hold one) with every matrix
+// scaled by its power of two, as rsvd_scaled_rowmajor does on the CPU.
+template <class T>
+const T* rescaled(const Call& call, const Bound& bd, const T* a, std::size_t batch, std::size_t size,
+                  const Scaling& sc) {
+  if (!sc.device) return a;
+  if (!call.extra)
+    throw std::invalid_argument("A: needs rescaling by a power of two, and no memory for the copy was given");
+  T* copy = static_cast<T*>(call.extra(batch * size * sizeof(T)));
+  scale_by_powers_of_two(a, size, copy, size, size, batch, sc.device, -1, bd.stream);
+  return copy;
+}
+
 }  // namespace
 
 template <class T>
@@ -76,14 +92,16 @@ std::size_t rsvd_workspace(const Call& call, std::size_t batch, std::size_t m, s
 }
 
 template <class T>
-void rsvd(const Call& call, const T* a, std::size_t batch, std::size_t m, std::size_t n, const RsvdParams& p, T* u,
+void rsvd(const Call& call, const T* a_in, std::size_t batch, std::size_t m, std::size_t n, const RsvdParams& p, T* u,
           T* s, T* vh) {
   DeviceGuard guard(call.device);
   const Bound bd = bind(call);
   const RsvdDims d(batch, m, n, p);
   Arena arena = arena_of(call);
   RsvdWork<T> w = RsvdWork<T>::layout(arena, bd.ctx, d);
-  require_finite(a, batch * m * n, w.flag, "A", bd.stream);
+  const std::vector<double> largest = require_finite_matrices(a_in, batch, m * n, w.magnitudes, "A", bd.stream);
+  const Scaling sc = plan_scaling<T>(largest, w.exponents, bd.stream);
+  const T* a = rescaled(call, bd, a_in, batch, m * n, sc);
 
   // Column-major view of each matrix: A_cm = a^T, n x m, leading dimension n. M is its tall
   // orientation, as on the CPU.
@@ -97,6 +115,11 @@ void rsvd(const Call& call, const T* a, std::size_t batch, std::size_t m, std::s
   auto sketch_y = [&](const T* from, long long stride) {
     product_over_a(bd, d.t, bl, l, bs, a, lda, sa, from, bs, stride, y, bl, sy, nb);
   };
+  // Z_b = M_b^T Y_b for the matrices [first, first + count).
+  auto project_back = [&](std::size_t first, int count) {
+    const long long f = static_cast<long long>(first);
+    product_over_a(bd, !d.t, bs, l, bl, a + f * sa, lda, sa, y + f * sy, bl, sy, z + f * sz, bs, sz, count);
+  };
   auto sharpen = [&](T*& x, T*& alt, int rows, bool last) {
     if (last) {
       orthonormalize(bd, x, alt, rows, l, nb, w.orth);  // in place
@@ -109,18 +132,20 @@ void rsvd(const Call& call, const T* a, std::size_t batch, std::size_t m, std::s
   sketch_y(w.omega, 0);
   sharpen(y, y_alt, bl, p.power_iters == 0);
   for (std::size_t it = 0; it < p.power_iters; ++it) {
-    product_over_a(bd, !d.t, bs, l, bl, a, lda, sa, y, bl, sy, z, bs, sz, nb);
+    project_back(0, nb);
     sharpen(z, z_alt, bs, false);
     sketch_y(z, sz);
     sharpen(y, y_alt, bl, it + 1 == p.power_iters);
   }
 
   // B^T = M^T Y (short x l); its SVD Ub S V^T gives M ~ Y B = (Y V) S Ub^T.
-  product_over_a(bd, !d.t, bs, l, bl, a, lda, sa, y, bl, sy, z, bs, sz, nb);
-  tall_svd(bd, z, w.s_all, w.ub, w.v, w.small);
+  project_back(0, nb);
+  const std::vector<double> top =
+      tall_svd(bd, z, w.s_all, w.ub, w.v, w.small, [&](std::size_t b) { project_back(b, 1); });
+  require_singular_values_fit<T>(top, sc);
 
-  VSFAST_CHECK(cudaMemcpy2DAsync(s, k * sizeof(T), w.s_all, l * sizeof(T), k * sizeof(T), nb,
-                                 cudaMemcpyDeviceToDevice, bd.stream));
+  gather_prefixes(w.s_all, static_cast<std::size_t>(l), s, static_cast<std::size_t>(k), batch, bd.stream);
+  if (sc.device) scale_by_powers_of_two(s, k, s, k, k, batch, sc.device, +1, bd.stream);
   const long long sv = static_cast<long long>(l) * l;
   if (!d.t) {
     // M = a^T: row-major u (column-major k x m) is Ub's first k columns transposed; row-major vh
@@ -133,8 +158,7 @@ void rsvd(const Call& call, const T* a, std::size_t batch, std::size_t m, std::s
     // vh (column-major n x k) is Ub's first k columns.
     gemm(bd.ctx.blas, true, true, k, bl, l, T(1), w.v, l, sv, y, bl, sy, T(0), u, k, static_cast<long long>(k) * bl,
          nb);
-    VSFAST_CHECK(cudaMemcpy2DAsync(vh, n * k * sizeof(T), w.ub, w.small.u_stride * sizeof(T), n * k * sizeof(T), nb,
-                                   cudaMemcpyDeviceToDevice, bd.stream));
+    gather_prefixes(w.ub, w.small.u_stride, vh, n * k, batch, bd.stream);
   }
 }
 

@@ -1,5 +1,6 @@
 // SVDs of many tall matrices: gesvdjBatched when they fit its 32 x 32 limit, otherwise one
-// Jacobi SVD (gesvdj) per matrix, spread over a few streams so that the small ones overlap.
+// Jacobi SVD (gesvdj) per matrix, spread over a few streams so that the small ones overlap; QR
+// iteration (gesvd) for any matrix on which Jacobi does not converge.
 //
 // Jacobi rather than QR iteration: it is accurate to working precision in the singular values and
 // vectors (no squaring of the condition number, as gesvdaStridedBatched's Gram matrix would), it
@@ -11,6 +12,7 @@
 #include "cuda/library.hpp"
 
 #include <algorithm>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -84,6 +86,12 @@ struct TallSvdWork {
   T* work = nullptr;
   int* info = nullptr;
   std::size_t u_stride = 0;  // rows x cols (econ) or rows x rows (gesvdjBatched)
+  // The QR-iteration fallback, one matrix at a time on the caller's stream.
+  int qr_lwork = 0;
+  T* qr_work = nullptr;
+  T* rwork = nullptr;  // cols
+  T* vt = nullptr;     // cols x cols: gesvd's V^T
+  int* qr_info = nullptr;
 
   static TallSvdWork layout(Arena& arena, Context& ctx, int rows, int cols, int batch) {
     TallSvdWork w;
@@ -97,20 +105,54 @@ struct TallSvdWork {
     w.work = arena.take<T>(copies * static_cast<std::size_t>(std::max(w.lwork, 1)));
     w.info = arena.take<int>(batch);
     w.u_stride = static_cast<std::size_t>(rows) * (w.batched ? rows : cols);
+    w.qr_lwork = gesvd_lwork(ctx.solver, rows, cols, static_cast<T*>(nullptr));
+    w.qr_work = arena.take<T>(static_cast<std::size_t>(std::max(w.qr_lwork, 1)));
+    w.rwork = arena.take<T>(cols);
+    w.vt = arena.take<T>(static_cast<std::size_t>(cols) * cols);
+    w.qr_info = arena.take<int>(1);
     return w;
   }
 };
 
+// Rewrites matrix b of tall_svd's input, which the Jacobi SVD destroyed, for the fallback: the
+// callers still hold what it was made from, so no copy of every input is kept for a rare path.
+using RestoreInput = std::function<void(std::size_t b)>;
+
+// Matrix b again by QR iteration (gesvd), whose V^T goes transposed into v's slot. Returns its
+// largest singular value; throws LinAlgError if gesvd does not converge either.
+template <class T>
+T qr_fallback(const Bound& bd, T* a, T* s, T* u, T* v, TallSvdWork<T>& w, const RestoreInput& restore,
+              std::size_t b) {
+  const std::size_t size = static_cast<std::size_t>(w.rows) * w.cols, vsize = static_cast<std::size_t>(w.cols) * w.cols;
+  restore(b);
+  gesvd(bd.ctx.solver, w.rows, w.cols, a + b * size, s + b * w.cols, u + b * w.u_stride, w.vt, w.qr_work, w.qr_lwork,
+        w.rwork, w.qr_info);
+  transpose(w.vt, static_cast<std::size_t>(w.cols), static_cast<std::size_t>(w.cols), static_cast<std::size_t>(w.cols),
+            vsize, v + b * vsize, vsize, 1, bd.stream);
+  T top;
+  VSFAST_CHECK(cudaMemcpyAsync(&top, s + b * w.cols, sizeof(T), cudaMemcpyDeviceToHost, bd.stream));
+  const int info = fetch_ints(w.qr_info, 1, bd.stream)[0];
+  if (info != 0)
+    throw LinAlgError("the SVD of matrix " + std::to_string(b) + " did not converge, by Jacobi rotations nor by QR " +
+                      "iteration (gesvd info = " + std::to_string(info) + ")");
+  return top;
+}
+
 // a (batch x rows x cols, column-major, rows >= cols; destroyed) = u diag(s) v^T, with u in
 // batch x u_stride (first cols columns), s in batch x cols and v in batch x cols x cols.
-// Throws LinAlgError if a Jacobi SVD does not converge.
+// A matrix whose Jacobi SVD does not converge (known to happen on large or ill-conditioned ones)
+// is redone by QR iteration; LinAlgError only if that fails too. Returns the largest singular
+// value of every matrix, read at the same wait as the convergence flags.
 template <class T>
-void tall_svd(const Bound& bd, T* a, T* s, T* u, T* v, TallSvdWork<T>& w) {
+std::vector<double> tall_svd(const Bound& bd, T* a, T* s, T* u, T* v, TallSvdWork<T>& w,
+                             const RestoreInput& restore) {
   const std::size_t size = static_cast<std::size_t>(w.rows) * w.cols, vsize = static_cast<std::size_t>(w.cols) * w.cols;
   if (w.batched) {
+    configure_jacobi(bd.ctx.jacobi);
     gesvdj_batched(bd.ctx.solver, w.rows, w.cols, a, s, u, v, w.work, w.lwork, w.info, bd.ctx.jacobi, w.batch);
   } else {
     fan_out(bd.ctx, bd.stream, w.batch, [&](std::size_t b, const Lane& lane, std::size_t lane_index) {
+      configure_jacobi(lane.jacobi);
       gesvdj(lane.solver, w.rows, w.cols, a + b * size, s + b * w.cols, u + b * w.u_stride, v + b * vsize,
              w.work + lane_index * static_cast<std::size_t>(std::max(w.lwork, 1)), w.lwork, w.info + b, lane.jacobi);
     });
@@ -121,11 +163,13 @@ void tall_svd(const Bound& bd, T* a, T* s, T* u, T* v, TallSvdWork<T>& w) {
       u, static_cast<std::size_t>(w.rows), static_cast<std::size_t>(w.cols), w.u_stride, s,
       static_cast<std::size_t>(w.cols), static_cast<double>(w.rows) * eps);
   check_launch("complete_null_columns_kernel");
+  std::vector<T> top(w.batch);  // s_b[0]: a narrow pitch, cols values
+  VSFAST_CHECK(cudaMemcpy2DAsync(top.data(), sizeof(T), s, w.cols * sizeof(T), sizeof(T), w.batch,
+                                 cudaMemcpyDeviceToHost, bd.stream));
   const std::vector<int> info = fetch_ints(w.info, w.batch, bd.stream);
   for (int b = 0; b < w.batch; ++b)
-    if (info[b] != 0)
-      throw LinAlgError("gesvdj did not converge for matrix " + std::to_string(b) + " (info = " +
-                        std::to_string(info[b]) + ")");
+    if (info[b] != 0) top[b] = qr_fallback(bd, a, s, u, v, w, restore, b);
+  return std::vector<double>(top.begin(), top.end());
 }
 
 }  // namespace vsfast::cuda

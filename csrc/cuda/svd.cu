@@ -2,12 +2,13 @@
 //
 // Row-major data is the column-major transpose, as on the CPU. Each matrix is copied into its tall
 // orientation C (rows >= cols; the Jacobi SVD destroys its input anyway): C = A^T when n >= m,
-// else A. Then C = Uc S Vc^T, and A's factors are Uc and Vc, one of them transposed.
+// else A. Then C = Uc S Vc^T, and A's factors are Uc and Vc, one of them transposed. A matrix
+// whose largest magnitude lies outside the safe range (rescaling_exponent) is copied scaled by a
+// power of two, exact, and its singular values scaled back: Jacobi rotations square the scale.
 #include "cuda/api.hpp"
 #include "cuda/small_svd.cuh"
 
 #include <algorithm>
-#include <cfloat>
 
 namespace vsfast::cuda {
 
@@ -18,7 +19,8 @@ struct SvdWork {
   bool wide;  // n >= m: C = A^T
   int rows, cols, batch;
   T *c, *uc, *vc;
-  int* flag;
+  unsigned long long* magnitudes;  // batch
+  int* exponents;                  // batch
   TallSvdWork<T> small;
 
   static SvdWork layout(Arena& arena, Context& ctx, std::size_t batch, std::size_t m, std::size_t n) {
@@ -32,26 +34,52 @@ struct SvdWork {
     w.c = arena.take<T>(batch * m * n);
     w.uc = arena.take<T>(batch * w.small.u_stride);
     w.vc = arena.take<T>(batch * static_cast<std::size_t>(w.cols) * w.cols);
-    w.flag = arena.take<int>(1);
+    w.magnitudes = arena.take<unsigned long long>(batch);
+    w.exponents = arena.take<int>(batch);
     return w;
   }
 };
 
-// The SVD of every matrix of a into u, s, vh (see svd in api.hpp).
+// The rescaling of every matrix of a, after refusing NaN and inf (one wait).
 template <class T>
-void svd_into(const Bound& bd, const T* a, std::size_t batch, std::size_t m, std::size_t n, T* u, T* s, T* vh,
-              SvdWork<T>& w) {
-  const std::size_t q = w.cols, size = m * n;
+Scaling measure_and_plan(const Bound& bd, const T* a, std::size_t batch, std::size_t m, std::size_t n,
+                         SvdWork<T>& w) {
+  const std::vector<double> largest = require_finite_matrices(a, batch, m * n, w.magnitudes, "A", bd.stream);
+  return plan_scaling<T>(largest, w.exponents, bd.stream);
+}
+
+// C_b for b in [first, first + count): A_b^T (wide) or A_b as column-major, scaled by 2^-e_b.
+template <class T>
+void working_copy(const Bound& bd, const T* a, std::size_t first, std::size_t count, std::size_t m, std::size_t n,
+                  const Scaling& sc, SvdWork<T>& w) {
+  const std::size_t size = m * n;
+  const T* src = a + first * size;
+  T* dst = w.c + first * size;
+  const int* exponents = sc.device ? sc.device + first : nullptr;
+  if (w.wide && exponents) {
+    scale_by_powers_of_two(src, size, dst, size, size, count, exponents, -1, bd.stream);
+    return;
+  }
   if (w.wide)
-    VSFAST_CHECK(cudaMemcpyAsync(w.c, a, batch * size * sizeof(T), cudaMemcpyDeviceToDevice, bd.stream));
+    VSFAST_CHECK(cudaMemcpyAsync(dst, src, count * size * sizeof(T), cudaMemcpyDeviceToDevice, bd.stream));
   else  // a as column-major n x m, transposed into m x n
-    transpose(a, n, m, n, size, w.c, size, batch, bd.stream);
-  tall_svd(bd, w.c, s, w.uc, w.vc, w.small);
+    transpose(src, n, m, n, size, dst, size, count, bd.stream);
+  if (exponents) scale_by_powers_of_two(dst, size, dst, size, size, count, exponents, -1, bd.stream);
+}
+
+// The SVD of every matrix of a * 2^-e into u, s, vh (see svd in api.hpp), s left scaled. Returns
+// each matrix's largest (scaled) singular value.
+template <class T>
+std::vector<double> svd_into(const Bound& bd, const T* a, std::size_t batch, std::size_t m, std::size_t n,
+                             const Scaling& sc, T* u, T* s, T* vh, SvdWork<T>& w) {
+  const std::size_t q = w.cols;
+  working_copy(bd, a, 0, batch, m, n, sc, w);
+  const std::vector<double> top = tall_svd(bd, w.c, s, w.uc, w.vc, w.small,
+                                           [&](std::size_t b) { working_copy(bd, a, b, 1, m, n, sc, w); });
   if (w.wide) {
     // A = Vc S Uc^T: row-major vh (column-major n x q) is Uc's first q columns; row-major u
     // (column-major q x m) is Vc^T.
-    VSFAST_CHECK(cudaMemcpy2DAsync(vh, n * q * sizeof(T), w.uc, w.small.u_stride * sizeof(T), n * q * sizeof(T),
-                                   batch, cudaMemcpyDeviceToDevice, bd.stream));
+    gather_prefixes(w.uc, w.small.u_stride, vh, n * q, batch, bd.stream);
     transpose(w.vc, m, q, m, q * q, u, q * m, batch, bd.stream);
   } else {
     // A = Uc S Vc^T: row-major u (column-major q x m) is Uc's first q columns transposed; row-major
@@ -59,43 +87,40 @@ void svd_into(const Bound& bd, const T* a, std::size_t batch, std::size_t m, std
     transpose(w.uc, m, q, m, w.small.u_stride, u, q * m, batch, bd.stream);
     VSFAST_CHECK(cudaMemcpyAsync(vh, w.vc, batch * q * q * sizeof(T), cudaMemcpyDeviceToDevice, bd.stream));
   }
+  return top;
 }
 
+// ranks[b]: rank_of's rule (csrc/vsfast/chain.hpp) applied as the CPU's pinv_factors does: to the
+// singular values of W_b scaled down by 2^e_b where e_b > 0, atol with them, and to W_b's own
+// otherwise. s holds those of W_b * 2^-e_b (exponents null: all 0).
 template <class T>
-struct Epsilon;
-template <>
-struct Epsilon<float> {
-  static constexpr double value = FLT_EPSILON;
-};
-template <>
-struct Epsilon<double> {
-  static constexpr double value = DBL_EPSILON;
-};
-
-// ranks[b]: singular values of s_b above max(atol, rtol * s_b[0]), numpy's matrix_rank rule with
-// rtol's default max(m, n) * eps (0 when only atol is given), as rank_of in csrc/vsfast/chain.hpp.
-template <class T>
-__global__ void rank_kernel(const T* s, std::size_t q, std::size_t batch, double rtol, double atol,
-                            std::int64_t* ranks) {
+__global__ void rank_kernel(const T* s, std::size_t q, std::size_t batch, double rtol, double atol, double floor,
+                            const int* exponents, std::int64_t* ranks) {
   for (std::size_t b = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; b < batch;
        b += std::size_t(gridDim.x) * blockDim.x) {
     const T* sb = s + b * q;
-    const double tol = fmax(atol, rtol * static_cast<double>(sb[0]));
+    const int e = exponents ? exponents[b] : 0, unscale = e < 0 ? e : 0;
+    const double tol = fmax(fmax(ldexp(atol, e > 0 ? -e : 0), rtol * ldexp(static_cast<double>(sb[0]), unscale)),
+                            floor);
     std::int64_t rank = 0;
-    while (rank < static_cast<std::int64_t>(q) && static_cast<double>(sb[rank]) > tol) ++rank;
+    while (rank < static_cast<std::int64_t>(q) && ldexp(static_cast<double>(sb[rank]), unscale) > tol) ++rank;
     ranks[b] = rank;
   }
 }
 
-// Row i of each column-major q x m matrix ut_b (that is, U_b's column i) scaled by 1 / s_b[i] for
-// i below the rank, zeroed beyond it: U_r S_r^-1 in place.
+// Row i of each column-major q x m matrix ut_b (that is, U_b's column i) scaled by 2^-e_b / s_b[i]
+// for i below the rank, zeroed beyond it: U_r S_r^-1 of the unscaled W_b, in place. In double, so
+// that neither the reciprocal nor the power of two leaves the range on the way.
 template <class T>
 __global__ void scale_by_inverse_kernel(T* ut, std::size_t q, std::size_t m, const T* s, const std::int64_t* ranks,
-                                        std::size_t batch) {
+                                        const int* exponents, std::size_t batch) {
   for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < q * m * batch;
        i += std::size_t(gridDim.x) * blockDim.x) {
     const std::size_t b = i / (q * m), row = i % q;
-    ut[i] = static_cast<std::int64_t>(row) < ranks[b] ? ut[i] / s[b * q + row] : T(0);
+    const int e = exponents ? exponents[b] : 0;
+    ut[i] = static_cast<std::int64_t>(row) < ranks[b]
+                ? static_cast<T>(ldexp(static_cast<double>(ut[i]) / static_cast<double>(s[b * q + row]), -e))
+                : T(0);
   }
 }
 
@@ -131,8 +156,11 @@ void svd(const Call& call, const T* a, std::size_t batch, std::size_t m, std::si
   const Bound bd = bind(call);
   Arena arena = arena_of(call);
   SvdWork<T> w = SvdWork<T>::layout(arena, bd.ctx, batch, m, n);
-  require_finite(a, batch * m * n, w.flag, "A", bd.stream);
-  svd_into(bd, a, batch, m, n, u, s, vh, w);
+  const Scaling sc = measure_and_plan(bd, a, batch, m, n, w);
+  const std::vector<double> top = svd_into(bd, a, batch, m, n, sc, u, s, vh, w);
+  require_singular_values_fit<T>(top, sc);
+  const std::size_t q = w.cols;
+  if (sc.device) scale_by_powers_of_two(s, q, s, q, q, batch, sc.device, +1, bd.stream);
 }
 
 template <class T>
@@ -143,26 +171,36 @@ std::size_t pinv_workspace(const Call& call, std::size_t batch, std::size_t m, s
   return arena.used();
 }
 
+// No check that W^+ fits the dtype, and so no wait for it: each of its entries is at most
+// 1 / s_r in magnitude (Cauchy-Schwarz on orthonormal singular vectors), and the rank rule's
+// floor keeps s_r at least the smallest normal number, whose reciprocal fits.
 template <class T>
 void pinv(const Call& call, const T* a, std::size_t batch, std::size_t m, std::size_t n, std::optional<double> rtol,
-          std::optional<double> atol, T* out, std::int64_t* ranks) {
+          std::optional<double> atol, bool transposed, T* out, std::int64_t* ranks, T* vh) {
   DeviceGuard guard(call.device);
   const Bound bd = bind(call);
   Arena arena = arena_of(call);
   PinvWork<T> w = PinvWork<T>::layout(arena, bd.ctx, batch, m, n);
-  require_finite(a, batch * m * n, w.svd.flag, "A", bd.stream);
-  svd_into(bd, a, batch, m, n, w.u, w.s, w.vh, w.svd);
+  if (!vh) vh = w.vh;
+  const Scaling sc = measure_and_plan(bd, a, batch, m, n, w.svd);
+  svd_into(bd, a, batch, m, n, sc, w.u, w.s, vh, w.svd);
   const std::size_t q = std::min(m, n);
-  const double r = rtol ? *rtol : (atol ? 0.0 : static_cast<double>(std::max(m, n)) * Epsilon<T>::value);
-  rank_kernel<<<blocks_for(batch), kThreads, 0, bd.stream>>>(w.s, q, batch, r, atol.value_or(0.0), ranks);
+  rank_kernel<<<blocks_for(batch), kThreads, 0, bd.stream>>>(w.s, q, batch, rank_rtol<T>(rtol, atol, m, n),
+                                                             atol.value_or(0.0), rank_floor<T>(), sc.device, ranks);
   check_launch("rank_kernel");
-  scale_by_inverse_kernel<<<blocks_for(q * m * batch), kThreads, 0, bd.stream>>>(w.u, q, m, w.s, ranks, batch);
+  scale_by_inverse_kernel<<<blocks_for(q * m * batch), kThreads, 0, bd.stream>>>(w.u, q, m, w.s, ranks, sc.device,
+                                                                                 batch);
   check_launch("scale_by_inverse_kernel");
-  // Row-major W^+ (n x m) is the column-major m x n matrix U_r S_r^-1 V_r^T = ut^T vcm^T, with
-  // ut = U^T (column-major q x m) and vcm = V (column-major n x q).
+  // With ut = S_r^-1 U_r^T (column-major q x m) and vcm = V (column-major n x q, row-major vh):
+  // row-major W^+ (n x m) is the column-major m x n matrix ut^T vcm^T, and row-major (W^+)^T is
+  // the column-major n x m matrix vcm ut.
   const int im = static_cast<int>(m), in = static_cast<int>(n), iq = static_cast<int>(q);
-  gemm(bd.ctx.blas, true, true, im, in, iq, T(1), w.u, iq, static_cast<long long>(q * m), w.vh, in,
-       static_cast<long long>(n * q), T(0), out, im, static_cast<long long>(m * n), w.svd.batch);
+  const long long su = static_cast<long long>(q * m), sv = static_cast<long long>(n * q),
+                  so = static_cast<long long>(m * n);
+  if (transposed)
+    gemm(bd.ctx.blas, false, false, in, im, iq, T(1), vh, in, sv, w.u, iq, su, T(0), out, in, so, w.svd.batch);
+  else
+    gemm(bd.ctx.blas, true, true, im, in, iq, T(1), w.u, iq, su, vh, in, sv, T(0), out, im, so, w.svd.batch);
 }
 
 #define VSFAST_INSTANTIATE(T)                                                                                       \
@@ -170,7 +208,7 @@ void pinv(const Call& call, const T* a, std::size_t batch, std::size_t m, std::s
   template void svd<T>(const Call&, const T*, std::size_t, std::size_t, std::size_t, T*, T*, T*);                  \
   template std::size_t pinv_workspace<T>(const Call&, std::size_t, std::size_t, std::size_t);                      \
   template void pinv<T>(const Call&, const T*, std::size_t, std::size_t, std::size_t, std::optional<double>,       \
-                        std::optional<double>, T*, std::int64_t*);
+                        std::optional<double>, bool, T*, std::int64_t*, T*);
 VSFAST_INSTANTIATE(float)
 VSFAST_INSTANTIATE(double)
 #undef VSFAST_INSTANTIATE

@@ -9,13 +9,13 @@
 #include "blas.hpp"
 #include "parallel.hpp"
 #include "project.hpp"
+#include "range.hpp"
 #include "svd.hpp"
 
 #include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstddef>
-#include <limits>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -24,18 +24,14 @@
 
 namespace vsfast {
 
-// Rank by the rule of numpy's matrix_rank / scipy's pinv: singular values above
-// max(atol, rtol * s[0]), where rtol defaults to max(m, n) * eps when neither tolerance is given
-// and to 0 when only atol is. Subnormal singular values never count, whatever the tolerances:
-// their reciprocals overflow, so a pseudoinverse through them would be inf or NaN.
+// Rank by the rule of numpy's matrix_rank / scipy's pinv, with the floor of rank_floor (see
+// range.hpp for both).
 template <class T>
 std::size_t rank_of(const T* s, std::size_t count, std::size_t m, std::size_t n, std::optional<double> rtol,
                     std::optional<double> atol) {
   if (count == 0) return 0;
-  const double eps = std::numeric_limits<T>::epsilon();
-  const double r = rtol ? *rtol : (atol ? 0.0 : static_cast<double>(std::max(m, n)) * eps);
-  const double tol = std::max({atol.value_or(0.0), r * static_cast<double>(s[0]),
-                               static_cast<double>(std::numeric_limits<T>::min()) * (1 - eps)});
+  const double tol = std::max({atol.value_or(0.0), rank_rtol<T>(rtol, atol, m, n) * static_cast<double>(s[0]),
+                               rank_floor<T>()});
   std::size_t rank = 0;
   while (rank < count && static_cast<double>(s[rank]) > tol) ++rank;
   return rank;

@@ -8,25 +8,14 @@
 
 #include "blas.hpp"
 #include "parallel.hpp"
+#include "range.hpp"
 
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
-#include <limits>
 #include <vector>
 
 namespace vsfast {
-
-// The power-of-two exponent that brings a matrix whose largest magnitude is max_abs near 1, or 0
-// when it is safe as it is. The sketch's Gram matrices square the matrix's scale: beyond
-// 2^(max_exponent / 4) they could overflow, below its reciprocal lose digits to underflow.
-template <class T>
-int rescaling_exponent(double max_abs) {
-  constexpr int limit = std::numeric_limits<T>::max_exponent / 4;  // 32 for float, 256 for double
-  if (max_abs == 0) return 0;
-  const int e = std::ilogb(max_abs);
-  return e > limit || e < -limit ? e : 0;
-}
 
 // Thin SVD of the row-major m x n matrix a * 2^-exponent: u (m x r), s (r), vh (r x n),
 // r = min(m, n). `work` is resized to hold that scaled copy of a (gesdd destroys its input).
