@@ -71,19 +71,6 @@ MatrixShape matrix_shape(const py::array& a, const char* name, bool allow_batch)
   return batched ? MatrixShape{true, dim(0), dim(1), dim(2)} : MatrixShape{false, 1, dim(0), dim(1)};
 }
 
-// Largest magnitude among count values, or NaN when one of them is NaN or inf.
-template <class T>
-double max_abs(const T* p, std::size_t count) {
-  T largest = 0;
-  bool finite = true;
-  for (std::size_t i = 0; i < count; ++i) {
-    const T a = std::abs(p[i]);
-    finite &= std::isfinite(a);
-    largest = std::max(largest, a);
-  }
-  return finite ? static_cast<double>(largest) : std::nan("");
-}
-
 // One pass over the data, in parallel for large arrays (called with the GIL released): refuses
 // NaN and inf, naming the argument, and returns the largest magnitude.
 template <class T>

@@ -54,9 +54,7 @@ PinvFactors<T> pinv_factors(const T* w, std::size_t m, std::size_t n, std::optio
   f.u.resize(m * q);
   f.s.resize(q);
   f.vh.resize(q * n);
-  double largest = 0;
-  for (std::size_t i = 0; i < m * n; ++i) largest = std::max(largest, static_cast<double>(std::abs(w[i])));
-  f.exponent = std::max(0, rescaling_exponent<T>(largest));
+  f.exponent = std::max(0, rescaling_exponent<T>(max_abs(w, m * n)));
   std::vector<T> work;
   svd_rowmajor(w, m, n, f.u.data(), f.s.data(), f.vh.data(), work, f.exponent);
   if (atol) atol = std::ldexp(*atol, -f.exponent);
