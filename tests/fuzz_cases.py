@@ -481,11 +481,9 @@ def fuzz_invert(examples):
         kwargs = dict(method=data.draw(st.sampled_from(["auto", "pinv", "optimize", "x"])),
                       reference=reference if isinstance(reference, (str, type(None))) else reference.obj,
                       data=(images, np.arange(12) % 3) if labelled else data.draw(st.sampled_from([None, "x", (1, 2)])),
-                      max_iter=data.draw(st.sampled_from([1, 3, 0, -1, 10**12, 2.5])),
+                      max_iter=data.draw(st.sampled_from([1, 3, 0, -1, 2.5, "3"])),  # few: each is a step
                       tol=data.draw(st.sampled_from([1e-4, 0.0, -1.0, np.nan])),
                       reference_layers=data.draw(st.sampled_from(["first", "all", "x"])))
-        if isinstance(kwargs["max_iter"], int) and kwargs["max_iter"] > 3:
-            kwargs["max_iter"] = 3 if data.draw(st.booleans()) else kwargs["max_iter"] * 0 - 5
         result = run(repr((model, targets, kwargs)), vsfast.invert, model, targets.obj, **kwargs)
         if result is REFUSED:
             return
