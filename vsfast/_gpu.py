@@ -23,7 +23,7 @@ import numpy as np
 
 from . import _core
 from ._arrays import check_int, check_tolerance
-from .linalg import Chain, RangeWarning, Reconstruction, Spaces, _activation, _choose_method, _rsvd_params
+from .linalg import Chain, RangeWarning, Reconstruction, Spaces, _activation, _leading, _rsvd_params, _spaces_request
 
 
 def _import_error(exc: Exception) -> str:
@@ -343,16 +343,11 @@ def spaces(W: Any, *, k: int | None = None, rtol: float | None = None, atol: flo
            method: str = "auto", oversample: int = 10, power_iters: int = 2, seed: int = 0):
     w, fw = operand(W, "W", ndims=(2, 3))
     m, n = w.shape[-2:]
-    if k is not None:
-        k = check_int(k, "k", low=1, high=min(m, n))
-    rtol, atol = check_tolerance(rtol, "rtol"), check_tolerance(atol, "atol")
-    chosen = _choose_method(method, k, m, n)
+    k, rtol, atol, chosen, params = _spaces_request(m, n, k, rtol, atol, method, oversample, power_iters, seed)
     if chosen == "randomized":
-        u, s, vh = _rsvd_arrays(w, fw, k, *_rsvd_params(oversample, power_iters, seed, min(m, n)))
+        u, s, vh = _rsvd_arrays(w, fw, k, *params)
     else:
-        u, s, vh = _svd_arrays(w, fw)
-        if k is not None:
-            u, s, vh = u[..., :k], s[..., :k], vh[..., :k, :]
+        u, s, vh = _leading(_svd_arrays(w, fw), k)
     s_host = np.ascontiguousarray(fw.to_numpy(s))
     ranks = _core.rank(s_host, m, n, rtol, atol)
     if w.ndim == 2:

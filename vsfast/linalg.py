@@ -226,6 +226,24 @@ def _choose_method(method: str, k: int | None, m: int, n: int) -> str:
     return method
 
 
+def _spaces_request(m: int, n: int, k: Any, rtol: Any, atol: Any, method: Any, oversample: Any,
+                    power_iters: Any, seed: Any):
+    """spaces()'s arguments checked for an m x n W: (k, rtol, atol, the method chosen, and rsvd's
+    (oversample, power_iters, seed) when that method is "randomized", else None)."""
+    if k is not None:
+        k = check_int(k, "k", low=1, high=min(m, n))
+    rtol, atol = check_tolerance(rtol, "rtol"), check_tolerance(atol, "atol")
+    chosen = _choose_method(method, k, m, n)
+    params = _rsvd_params(oversample, power_iters, seed, min(m, n)) if chosen == "randomized" else None
+    return k, rtol, atol, chosen, params
+
+
+def _leading(usv, k: int | None):
+    """The top k triplets of an exact SVD (U, S, Vh), numpy or torch, batched or not; all for None."""
+    u, s, vh = usv
+    return usv if k is None else (u[..., :k], s[..., :k], vh[..., :k, :])
+
+
 def spaces(W: Any, *, k: int | None = None, rtol: float | None = None, atol: float | None = None,
            method: str = "auto", oversample: int = 10, power_iters: int = 2, seed: int = 0):
     """The four fundamental subspaces of W (m x n), or of each matrix of a batch (b x m x n).
@@ -250,16 +268,11 @@ def spaces(W: Any, *, k: int | None = None, rtol: float | None = None, atol: flo
                            power_iters=power_iters, seed=seed)
     w, wrap = _matrix(W, "W")
     m, n = w.shape[-2:]
-    if k is not None:
-        k = check_int(k, "k", low=1, high=min(m, n))
-    rtol, atol = check_tolerance(rtol, "rtol"), check_tolerance(atol, "atol")
-    chosen = _choose_method(method, k, m, n)
+    k, rtol, atol, chosen, params = _spaces_request(m, n, k, rtol, atol, method, oversample, power_iters, seed)
     if chosen == "randomized":
-        u, s, vh = _core.rsvd(w, k, *_rsvd_params(oversample, power_iters, seed, min(m, n)))
+        u, s, vh = _core.rsvd(w, k, *params)
     else:
-        u, s, vh = _core.svd(w)
-        if k is not None:
-            u, s, vh = u[..., :k], s[..., :k], vh[..., :k, :]
+        u, s, vh = _leading(_core.svd(w), k)
     ranks = _core.rank(np.ascontiguousarray(s), m, n, rtol, atol)
     if w.ndim == 2:
         return Spaces(u, s, vh, ranks, (m, n), chosen, wrap)
