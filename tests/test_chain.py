@@ -64,19 +64,28 @@ CHAINS = {
 @pytest.mark.parametrize("name", CHAINS)
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-10), (np.float32, 1e-4)])
 def test_forward_of_reconstruct_is_identity(rng, name, dtype, tol):
+    check_forward_of_reconstruct(rng, name, dtype, tol)
+
+
+def check_forward_of_reconstruct(rng, name, dtype, tol, place=np.asarray, host=np.asarray):
+    """``place`` puts the layers and targets where the chain runs (the GPU tests reuse this),
+    ``host`` brings results back. Returns (layers, targets, chain, inputs) for further checks."""
     widths, acts = CHAINS[name]
     layers = make_chain(rng, widths, acts, dtype)
+    placed = [(place(w), place(b), a) for w, b, a in layers]
     # Targets in range: outputs of the chain itself on random inputs.
     y = forward_reference(layers, rng.random((200, widths[0]))).astype(dtype)
-    x, clamped = vsfast.reconstruct(layers, y)
-    assert x.shape == (200, widths[0]) and x.dtype == dtype
+    x, clamped = vsfast.reconstruct(placed, place(y))
+    x_host = host(x)
+    assert x_host.shape == (200, widths[0]) and x_host.dtype == dtype
     assert clamped == (0,) * 5
-    y_back = forward_reference(layers, x)
+    y_back = forward_reference(layers, x_host)
     rel = np.linalg.norm(y_back - y, axis=1) / np.linalg.norm(y.astype(np.float64), axis=1)
     assert rel.max() <= tol
-    # The core's own forward agrees with the reference.
-    chain = vsfast.Chain(layers)
-    np.testing.assert_allclose(chain.forward(x), y_back.astype(dtype), rtol=0, atol=10 * tol * np.abs(y).max())
+    # The chain's own forward agrees with the reference.
+    chain = vsfast.Chain(placed)
+    np.testing.assert_allclose(host(chain.forward(x)), y_back.astype(dtype), rtol=0, atol=10 * tol * np.abs(y).max())
+    return layers, y, chain, x
 
 
 def test_minimum_norm_and_reference(rng):

@@ -23,9 +23,9 @@ from hypothesis import given, settings
 
 import vsfast
 from conftest import EPS, orthonormality_error, random_orthonormal, rank_bounds, with_spectrum
-from test_chain import CHAINS, forward_reference, make_chain
-from test_spaces import _check_four_spaces, matrices
-from test_svd import SHAPES, spectral_error
+from test_chain import CHAINS, check_forward_of_reconstruct, forward_reference, make_chain
+from test_spaces import _check_four_spaces, check_project_matches_reference, matrices
+from test_svd import SHAPES, check_rsvd_exact_on_low_rank, spectral_error
 from vsfast import _gpu
 
 DTYPES = [np.float32, np.float64]
@@ -174,15 +174,7 @@ def test_gpu_svd_batch_matches_single(rng, dtype, shape):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(300, 200), (200, 300), (1, 40), (40, 1)])
 def test_gpu_rsvd_exact_on_low_rank(rng, dtype, shape):
-    rank = min(5, min(shape))
-    a, s_true = with_spectrum(rng, *shape, np.r_[np.linspace(3, 1, rank), np.zeros(min(shape) - rank)])
-    u, s, vh = (host(t) for t in vsfast.rsvd(cuda(a.astype(dtype)), rank))
-    assert u.shape == (shape[0], rank) and s.shape == (rank,) and vh.shape == (rank, shape[1])
-    tol = 30 * max(shape) * EPS[dtype] * s_true[0]
-    np.testing.assert_allclose(s, s_true[:rank], rtol=0, atol=tol)
-    assert spectral_error(a, u, s, vh) <= tol
-    assert orthonormality_error(u) <= 30 * max(shape) * EPS[dtype]
-    assert orthonormality_error(vh.T) <= 30 * max(shape) * EPS[dtype]
+    check_rsvd_exact_on_low_rank(rng, dtype, shape, place=cuda, host=host)
 
 
 @gpu
@@ -360,17 +352,7 @@ def test_gpu_spaces_randomized_matches_exact_top_k_and_batches(rng, dtype):
 @gpu
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_gpu_project_matches_reference(rng, dtype):
-    w, _ = with_spectrum(rng, 10, 784, "slow")
-    x = rng.standard_normal((1000, 784)).astype(dtype)
-    sp = vsfast.spaces(cuda(w.astype(dtype)))
-    signal, residual = (host(t) for t in vsfast.project(cuda(x), sp))
-    assert signal.dtype == residual.dtype == dtype
-    v = np.linalg.svd(w)[2][:10].T
-    ref = x.astype(np.float64) @ v @ v.T
-    tol = 50 * EPS[dtype] * np.abs(x).max() * np.sqrt(784)
-    np.testing.assert_allclose(signal, ref, rtol=0, atol=tol)
-    np.testing.assert_allclose(signal.astype(np.float64) + residual, x, rtol=0, atol=4 * EPS[dtype] * np.abs(x).max())
-    assert np.abs(w @ residual.astype(np.float64).T).max() <= tol * np.linalg.norm(w, 2)
+    check_project_matches_reference(rng, dtype, place=cuda, host=host)
 
 
 @gpu
@@ -411,18 +393,8 @@ def test_gpu_pinv_matches_numpy(rng, dtype, shape):
 @pytest.mark.parametrize("name", CHAINS)
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-10), (np.float32, 1e-4)])
 def test_gpu_forward_of_reconstruct_is_identity(rng, name, dtype, tol):
-    widths, acts = CHAINS[name]
-    layers = make_chain(rng, widths, acts, dtype)
-    y = forward_reference(layers, rng.random((200, widths[0]))).astype(dtype)
-    gpu_layers = [(cuda(w), cuda(b), a) for w, b, a in layers]
-    chain = vsfast.Chain(gpu_layers)
-    assert isinstance(chain, _gpu.GpuChain) and isinstance(chain, vsfast.Chain)
-    x, clamped = chain.reconstruct(cuda(y))
-    assert x.is_cuda and x.shape == (200, widths[0]) and clamped == (0,) * 5
-    y_back = forward_reference(layers, host(x))
-    rel = np.linalg.norm(y_back - y, axis=1) / np.linalg.norm(y.astype(np.float64), axis=1)
-    assert rel.max() <= tol
-    np.testing.assert_allclose(host(chain.forward(x)), y_back.astype(dtype), rtol=0, atol=10 * tol * np.abs(y).max())
+    layers, y, chain, x = check_forward_of_reconstruct(rng, name, dtype, tol, place=cuda, host=host)
+    assert isinstance(chain, _gpu.GpuChain) and isinstance(chain, vsfast.Chain) and x.is_cuda
     x_cpu, _ = vsfast.reconstruct(layers, y)
     np.testing.assert_allclose(host(x), x_cpu, rtol=0, atol=100 * tol * np.abs(x_cpu).max())
 
