@@ -1,23 +1,26 @@
-"""Inputs for 10,000 chosen outputs of FCNN-5: the chained pseudoinverse against the paper's
-gradient descent on the input, in one run.
+"""Inputs for 10,000 chosen outputs of FCNN-5: vsfast.invert (the chained pseudoinverse, repaired by
+Gauss-Newton where the preimage leaves the SELU range) against the paper's approach, gradient
+descent on the input (Adam, torch), measured in one run.
 
-    .venv/bin/python benchmarks/inverse.py [--targets N] [--max-steps N]   (default 1,000 and 2,000)
+    .venv/bin/python benchmarks/inverse.py [--targets N] [--max-steps N] [--lr LR [LR ...]]
 
-Each test digit is moved to produce the outputs of another test digit of its class: the digit is
-the reference (its activations fill every layer's rejected space) and the start of the gradient
-search (Adam on the input, torch, float32, all targets in one batch, as the paper does it). Both
-must bring every target to a relative output error of 1e-4 (the float32 bound); the gradient
-search's time is that of the step where the last target got there, or, when it never does within
---max-steps, a lower bound marked ">".
+Each test digit is moved to produce the outputs of another test digit of its class, so every
+target is reachable. Both methods start from the digit (vsfast: the reference, whose part in the
+first layer's rejected space it keeps) and must bring every target to a relative output error of
+1e-4, in float32. Gradient descent is given every advantage: its learning rate is the best of a
+sweep on the first --sweep targets (fewest steps until every one of them got there), it runs on
+all targets in one batch, and a target counts as reached at the first step its error is at most
+1e-4, even if later steps take it away again. Its times to 50, 90, 99 and 100 % of the targets are
+reported, each against vsfast's time for all of them; a target not reached within --max-steps
+makes the last ratios lower bounds (">").
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 import warnings
-
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +34,7 @@ from vsfast import data, models  # noqa: E402
 from vsfast.inverse import invert, model_outputs  # noqa: E402
 
 TOL = 1e-4
+FRACTIONS = (0.5, 0.9, 0.99, 1.0)
 
 
 def same_class_partners(labels: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -43,62 +47,88 @@ def same_class_partners(labels: np.ndarray, seed: int = 0) -> np.ndarray:
     return partner
 
 
-def gradient_descent(model, start: np.ndarray, targets: np.ndarray, max_steps: int, lr: float = 1e-3):
-    """Adam on the inputs until every relative output error is at most TOL: (seconds, steps, errors)."""
+def gradient_descent(model, start: np.ndarray, targets: np.ndarray, lr: float, max_steps: int):
+    """Adam on the inputs, all targets in one batch: (seconds after each step, the step at which
+    each target first reached TOL, or max_steps + 1)."""
     x = torch.tensor(start, requires_grad=True)
     y = torch.from_numpy(targets).float()
     scale = y.norm(dim=1)
+    first = torch.full((len(y),), max_steps + 1)
     opt = torch.optim.Adam([x], lr=lr)
+    clock = []
     begin = time.perf_counter()
     for step in range(1, max_steps + 1):
         opt.zero_grad()
         err = (model(x) - y).norm(dim=1) / scale
         (err**2).sum().backward()
         opt.step()
-        if float(err.detach().max()) <= TOL:
+        first[(err.detach() <= TOL) & (first > max_steps)] = step
+        clock.append(time.perf_counter() - begin)
+        if bool((first <= max_steps).all()):
             break
-    elapsed = time.perf_counter() - begin
-    with torch.no_grad():
-        err = ((model(x) - y).norm(dim=1) / scale).numpy()
-    return elapsed, step, err
+    return np.array(clock), first.numpy()
+
+
+def steps_to(first: np.ndarray, fraction: float) -> int:
+    """The step by which the given fraction of the targets had reached TOL."""
+    return int(np.sort(first)[int(np.ceil(fraction * len(first))) - 1])
+
+
+def best_rate(model, start, targets, rates, max_steps) -> float:
+    """The learning rate whose run gets every target there in the fewest steps (or, if none
+    does, the most targets there by the end)."""
+    def cost(lr):
+        _, first = gradient_descent(model, start, targets, lr, max_steps)
+        return (first.max(), -np.mean(first <= max_steps))
+
+    return min(rates, key=cost)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--targets", type=int, default=1000)
-    parser.add_argument("--max-steps", type=int, default=2000)
+    parser.add_argument("--targets", type=int, default=10_000)
+    parser.add_argument("--max-steps", type=int, default=3000)
+    parser.add_argument("--sweep", type=int, default=300, help="targets of the learning-rate sweep")
+    parser.add_argument("--lr", type=float, nargs="+", default=[3e-3, 1e-2, 3e-2, 1e-1, 3e-1])
     args = parser.parse_args()
     torch.set_num_threads(vsfast.get_num_threads())
 
     model = models.load("fcnn5")
-    for p in model.parameters():
-        p.requires_grad_(False)
+    model.requires_grad_(False)
     images, labels = data.mnist("test")
     images, labels = images[: args.targets], labels[: args.targets]
     targets = model_outputs(model, images)[same_class_partners(labels)]
 
-    results = {}
-    for dtype in (np.float64,):
-        invert(model, targets[:10], method="pinv", reference=images[:10], reference_layers="all", dtype=dtype)
+    rows = []
+    for dtype in (np.float32, np.float64):
+        invert(model, targets[:10], method="pinv", reference=images[:10], dtype=dtype)  # warm-up
         begin = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", vsfast.RangeWarning)
-            result = invert(model, targets, method="pinv", reference=images, reference_layers="all", dtype=dtype)
-        results[np.dtype(dtype).name] = (time.perf_counter() - begin, result)
-    gd_time, gd_steps, gd_err = gradient_descent(model, images.reshape(len(images), 1, 28, 28), targets,
-                                                 args.max_steps)
-    gd_done = bool(gd_err.max() <= TOL)
+            result = invert(model, targets, method="pinv", reference=images, dtype=dtype)
+        rows.append((np.dtype(dtype).name, time.perf_counter() - begin, result))
+    vsfast_time = rows[0][1]
+    assert np.all(rows[0][2].error <= TOL), "vsfast missed a target"
 
-    print(f"{machine_line()}; {len(targets):,} targets through FCNN-5, every one to a relative output "
-          f"error of {TOL:g}\n")
-    print("| method | time | max relative error | median | targets repaired | speed-up of pinv |")
+    lr = best_rate(model, images[: args.sweep], targets[: args.sweep], args.lr, args.max_steps)
+    clock, first = gradient_descent(model, images, targets, lr, args.max_steps)
+
+    print(f"{machine_line()}; {len(targets):,} targets through FCNN-5 (784-512-256-128-64-10, SELU), "
+          f"every one to a relative output error of {TOL:g}\n")
+    print("| method | targets reached | time | speed-up of vsfast (float32) | max relative error | median |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    for name, (seconds, result) in results.items():
-        ratio = gd_time / seconds
-        print(f"| vsfast pinv, {name} | {seconds:.3f} s | {result.error.max():.1e} | {np.median(result.error):.1e} "
-              f"| {int(np.sum(result.iterations > 0))} | {'' if gd_done else '>'}{ratio:.2f}× |")
-    print(f"| gradient descent (Adam, torch float32), {gd_steps} steps | {'' if gd_done else '>'}{gd_time:.1f} s "
-          f"| {gd_err.max():.1e} | {np.median(gd_err):.1e} | | |")
+    for name, seconds, result in rows:
+        repaired = int(np.sum(result.iterations > 0))
+        print(f"| vsfast pinv, {name} ({repaired:,} repaired, {result.iterations.mean():.1f} steps each) "
+              f"| 100 % | {seconds:.2f} s | | {result.error.max():.1e} | {np.median(result.error):.1e} |")
+    for fraction in FRACTIONS:
+        step = steps_to(first, fraction)
+        bound = step > args.max_steps
+        seconds = clock[min(step, len(clock)) - 1]
+        mark = ">" if bound else ""
+        print(f"| gradient descent (Adam, lr {lr:g}, torch float32) | {fraction:.0%} "
+              f"| {mark}{seconds:.1f} s ({mark}{min(step, args.max_steps)} steps) "
+              f"| {mark}{seconds / vsfast_time:.0f}× | | |")
 
 
 if __name__ == "__main__":

@@ -194,3 +194,158 @@ def test_chain_validation(rng):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         chain.reconstruct(np.zeros((2, 8)))  # in range: no warning
+
+
+# ----------------------------------------------------------------------------- solve
+
+
+def jacobian_reference(layers, x):
+    """d chain / d x at each row of x, float64, by torch's autograd."""
+    params = [(torch.as_tensor(np.asarray(w, np.float64)), None if b is None else torch.as_tensor(np.asarray(b, np.float64)),
+               act) for w, b, act in layers]
+    functions = {"identity": lambda z: z, "selu": torch.selu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
+
+    def f(v):
+        for w, b, act in params:
+            name, param = (act, None) if isinstance(act, str) else act
+            z = w @ v + (0 if b is None else b)
+            if name == "elu":
+                v = torch.nn.functional.elu(z, alpha=param or 1.0)
+            elif name == "leaky_relu":
+                v = torch.nn.functional.leaky_relu(z, param or 0.01)
+            else:
+                v = functions[name](z)
+        return v
+
+    return np.stack([torch.func.jacrev(f)(torch.as_tensor(row, dtype=torch.float64)).numpy() for row in x])
+
+
+SOLVE_CHAINS = {
+    "selu-shrinking": ([40, 24, 12, 5], ["selu", "selu", "identity"]),
+    "mixed": ([30, 20, 12, 6], ["tanh", ("elu", 0.5), "sigmoid"]),
+    "leaky-one-layer": ([9, 4], [("leaky_relu", 0.2)]),
+    "tall-first-layer": ([6, 10, 3], ["tanh", "identity"]),  # first layer of rank 6 < 10 outputs
+}
+
+
+@pytest.mark.parametrize("name", SOLVE_CHAINS)
+def test_solve_step_is_the_minimum_norm_gauss_newton_step(rng, name):
+    """One step from x0 towards a nearby target is x0 + pinv(J) r for autograd's Jacobian J: the
+    core's Jacobian (from the output back, in the first layer's row space) is the chain's own."""
+    widths, acts = SOLVE_CHAINS[name]
+    layers = make_chain(rng, widths, acts)
+    chain = vsfast.Chain(layers)
+    x0 = rng.standard_normal((7, widths[0]))
+    jac = jacobian_reference(layers, x0)
+    y = forward_reference(layers, x0) + 1e-6 * np.einsum("bmn,bn->bm", jac, rng.standard_normal(x0.shape))
+    solution = chain.solve(y, reference=x0, reference_layers="all", max_iter=1)
+    assert np.all(solution.steps == 1)
+    residual = y - forward_reference(layers, x0)
+    expected = x0 + np.einsum("bnm,bm->bn", np.linalg.pinv(jac), residual)
+    step = np.abs(expected - x0).max()
+    np.testing.assert_allclose(solution.inputs, expected, rtol=0, atol=1e-7 * step)
+    # Quadratic convergence: the error after one step is of the order of the residual squared.
+    rel = np.linalg.norm(residual, axis=1) / np.linalg.norm(y, axis=1)
+    assert np.all(solution.error <= 1e3 * rel**2 + 1e-14)
+    np.testing.assert_allclose(solution.error, np.linalg.norm(forward_reference(layers, solution.inputs) - y, axis=1)
+                               / np.linalg.norm(y, axis=1), rtol=1e-6, atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype, bound", [(np.float64, 1e-13), (np.float32, 2e-5)])  # 100 eps, the default tol
+def test_solve_reaches_targets_beyond_the_chained_preimage(rng, dtype, bound):
+    """Outputs of inputs deep in tanh's saturation: the chained preimage must clamp them, solve
+    reaches them from a reference, moving only the first layer's row space."""
+    layers = make_chain(rng, [30, 20, 12, 5], ["tanh", "tanh", "identity"], dtype=dtype)
+    y = forward_reference(layers, 4 * rng.standard_normal((40, 30))).astype(dtype)
+    chain = vsfast.Chain(layers)
+    with pytest.warns(vsfast.RangeWarning):
+        assert sum(chain.reconstruct(y).clamped) > 0
+    start = rng.standard_normal((40, 30)).astype(dtype)
+    solution = chain.solve(y, reference=start, reference_layers="all")
+    assert solution.inputs.dtype == dtype and np.all(solution.steps > 0)
+    true_error = np.linalg.norm(forward_reference(layers, solution.inputs) - y, axis=1) / np.linalg.norm(y, axis=1)
+    np.testing.assert_allclose(solution.error, true_error, rtol=1e-3, atol=10 * bound)
+    # Gauss-Newton can stall in a local minimum of the residual far from a saturated target's
+    # preimage: from these random starts, 1 target in 40 does (invert retries such targets from 0).
+    assert np.sum(solution.error <= bound) >= 38
+    w = np.asarray(layers[0][0], np.float64)
+    null = vsfast.spaces(w).rejected
+    np.testing.assert_allclose((solution.inputs - start) @ null, 0, atol=100 * np.finfo(dtype).eps * 4)
+    # Without a reference: from 0, so the answer has no part in the null space.
+    plain = chain.solve(y)
+    assert np.all(plain.error <= bound)
+    np.testing.assert_allclose(plain.inputs @ null, 0, atol=100 * np.finfo(dtype).eps * 4)
+    # With the reference in the first layer only: the iteration from 0, plus its null-space part
+    # (in float64 the same steps; float32's rounding of that part can send a step elsewhere).
+    first = chain.solve(y, reference=start)
+    assert np.all(first.error <= bound)
+    _, kept = vsfast.project(start.astype(np.float64), vsfast.spaces(w))
+    np.testing.assert_allclose((first.inputs - kept) @ null, 0, atol=100 * np.finfo(dtype).eps * 4)
+    if dtype == np.float64:
+        np.testing.assert_allclose(first.inputs, plain.inputs + kept, atol=1e-10)
+
+
+def test_solve_is_bitwise_independent_of_the_thread_count(rng):
+    layers = make_chain(rng, [30, 20, 12, 5], ["tanh", "selu", "identity"], dtype=np.float32)
+    y = forward_reference(layers, 3 * rng.standard_normal((300, 30))).astype(np.float32)  # 5 chunks
+    chain = vsfast.Chain(layers)
+    threads = vsfast.get_num_threads()
+    try:
+        vsfast.set_num_threads(1)
+        one = chain.solve(y)
+        vsfast.set_num_threads(3)
+        three = chain.solve(y)
+    finally:
+        vsfast.set_num_threads(threads)
+    np.testing.assert_array_equal(one.inputs, three.inputs)
+    np.testing.assert_array_equal(one.steps, three.steps)
+
+
+def test_solve_stops_on_targets_the_chain_cannot_output(rng):
+    layers = make_chain(rng, [8, 6, 3], ["tanh", "sigmoid"])
+    chain = vsfast.Chain(layers)
+    y = np.array([[0.5, 0.5, 0.5], [0.5, 1.5, 0.5], [0.2, -0.3, 0.9]])  # sigmoid outputs lie in (0, 1)
+    solution = chain.solve(y, max_iter=50)
+    assert np.all(np.isfinite(solution.inputs))
+    assert solution.error[0] < 1e-12 and np.all(solution.error[1:] > 0.1)
+    assert np.all(solution.steps <= 50)
+    # max_iter=0 evaluates the start only.
+    still = chain.solve(y, reference=np.ones(8), reference_layers="all", max_iter=0)
+    np.testing.assert_array_equal(still.inputs, np.ones((3, 8)))
+    assert np.all(still.steps == 0)
+    np.testing.assert_allclose(still.error, np.linalg.norm(forward_reference(layers, np.ones((3, 8))) - y, axis=1)
+                               / np.linalg.norm(y, axis=1), rtol=1e-12)
+
+
+def test_solve_with_a_blind_first_layer_keeps_the_reference(rng):
+    chain = vsfast.Chain([(np.zeros((4, 6)), np.ones(4), "tanh"), (rng.standard_normal((2, 4)), None, None)])
+    start = rng.standard_normal((3, 6))
+    solution = chain.solve(rng.standard_normal((3, 2)), reference=start)
+    np.testing.assert_array_equal(solution.inputs, start)
+    assert np.all(solution.steps == 0)
+
+
+def test_solve_validation(rng):
+    chain = vsfast.Chain(make_chain(rng, [8, 5, 3], ["tanh", "identity"]))
+    with pytest.raises(ValueError, match="rows of 3 values"):
+        chain.solve(np.zeros((2, 4)))
+    with pytest.raises(TypeError, match="dtype"):
+        chain.solve(np.zeros((2, 3), np.float32))
+    with pytest.raises(ValueError, match="finite"):
+        chain.solve(np.full((2, 3), np.nan))
+    with pytest.raises(ValueError, match="finite"):
+        chain.solve(np.zeros((2, 3)), reference=np.full(8, np.inf))
+    with pytest.raises(ValueError, match="reference: expected 1 or 2 rows"):
+        chain.solve(np.zeros((2, 3)), reference=np.zeros((3, 8)))
+    with pytest.raises(ValueError, match="rows of 8 values"):
+        chain.solve(np.zeros((2, 3)), reference=np.zeros((2, 7)))
+    with pytest.raises(ValueError, match="reference_layers"):
+        chain.solve(np.zeros((2, 3)), reference_layers="some")
+    with pytest.raises(ValueError, match="tol"):
+        chain.solve(np.zeros((2, 3)), tol=-1.0)
+    with pytest.raises(ValueError, match="max_iter"):
+        chain.solve(np.zeros((2, 3)), max_iter=-1)
+    single = chain.solve(np.full(3, 0.1))  # one target as a vector: one input back
+    assert single.inputs.shape == (8,) and single.steps.shape == (1,)
+    tensor = chain.solve(torch.full((2, 3), 0.1, dtype=torch.float64))
+    assert isinstance(tensor.inputs, torch.Tensor) and tensor.inputs.shape == (2, 8)

@@ -110,6 +110,24 @@ def test_pinv_reproduces_reachable_targets(activation, dtype, bound):
     assert np.all((result.iterations == 0) | (result.clamped[0] + result.clamped[1] > 0))
 
 
+@pytest.mark.filterwarnings("ignore::vsfast.RangeWarning")
+@pytest.mark.parametrize("dtype, bound", [(np.float64, 1e-10), (np.float32, 1e-4)])
+def test_repair_moves_only_the_first_layers_row_space(dtype, bound):
+    """Targets of a tanh chain beyond what the minimum-norm preimage can reach: the repair
+    reaches them from a reference and keeps the reference's part in the first layer's null space."""
+    model = random_chain(nn.Tanh(), seed=5).double()
+    rng = np.random.default_rng(5)
+    x = 3 * rng.standard_normal((12, 30))  # deep in tanh's saturation
+    y = torch_outputs(model, x)
+    reference = rng.standard_normal((12, 30))
+    result = invert(model, y, method="pinv", reference=reference, dtype=dtype)
+    assert np.sum(result.iterations > 0) >= 6 and np.all(result.error <= bound)
+    w = model[0].weight.detach().numpy()
+    _, kept = vsfast.project(reference, vsfast.spaces(w))
+    _, moved = vsfast.project(result.inputs.astype(np.float64), vsfast.spaces(w))
+    np.testing.assert_allclose(moved, kept, atol=10 * np.finfo(dtype).eps * np.abs(result.inputs).max())
+
+
 def test_reference_fills_the_rejected_space_only():
     model = random_chain(nn.LeakyReLU(0.2)).double()  # unbounded range: the direct chain is exact
     x = np.random.default_rng(2).standard_normal((4, 30))

@@ -431,6 +431,9 @@ class GpuChain(Chain):
         self.activations = tuple((s[7], s[8]) for s in specs)
         self._ranks = tuple(s[6] for s in specs)
 
+    def solve(self, Y: Any, **kwargs: Any):
+        raise TypeError("Chain.solve runs on the CPU: build the Chain from CPU arrays (numpy or CPU tensors)")
+
     @property
     def ranks(self) -> tuple[int, ...]:
         return self._ranks

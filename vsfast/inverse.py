@@ -8,7 +8,8 @@
 through the core's chained pseudoinverse: exact, and the first layer's rejected space is free for
 a reference image. When that preimage leaves an activation's range somewhere (a SELU output below
 -lambda*alpha, say), the target is solved for through the forward map instead, which never leaves
-a range: Gauss-Newton steps with the pseudoinverse of the chain's Jacobian, from the reference.
+a range: Gauss-Newton steps with the pseudoinverse of the chain's Jacobian, from the reference
+(:meth:`vsfast.Chain.solve`).
 ``method="optimize"`` searches any differentiable model's input by gradient steps inside the
 pixel box.
 """
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ._arrays import check_int, check_tolerance, values
-from .linalg import Chain, RangeWarning, pinv
+from .linalg import Chain, RangeWarning
 from .nn import model_failures
 
 __all__ = ["Inversion", "class_targets", "invert", "model_outputs", "onehot_targets"]
@@ -145,9 +146,10 @@ def invert(model: Any, targets: Any, *, method: str = "auto", reference: Any = N
     data : (inputs, labels) for the string references; default the MNIST training set.
     dtype : computation dtype, float32 or float64; default float64 for pinv (exact answers),
         the model's own for optimize.
-    tol : relative output error at which a target counts as reached (optimize, and the range
-        repair of pinv).
-    max_iter : optimiser iterations at most.
+    tol : relative output error at which a target counts as reached (pinv's range repair goes on
+        to the dtype's rounding level, see :meth:`vsfast.Chain.solve`).
+    max_iter : optimize: optimiser iterations at most; pinv: Gauss-Newton steps of the range
+        repair at most.
     lr, optimizer : optimize: the step size and ``"adam"`` or ``"lbfgs"``.
     box : optimize: the (low, high) bounds of every input value, kept by projection after each
         step (None: unbounded). pinv ignores it: its answer is exact, not boxed.
@@ -343,15 +345,14 @@ def _invert_pinv(model, y: np.ndarray, ref: np.ndarray | None, reference_layers:
     outputs = chain.forward(x).astype(np.float64)
     error = _relative_error(outputs, y)
     iterations = np.zeros(len(y), dtype=np.int64)
-    # The direct chain is exact to rounding wherever it stayed in range; the rest is repaired.
+    # The direct chain is exact to rounding wherever it stayed in range; the rest is solved for.
     stray = np.flatnonzero(error > min(tol, 1000 * np.finfo(dtype).eps))
     if len(stray) and any(direct.clamped):
         warnings.warn(f"the chained preimage of {len(stray)} target(s) leaves the activation range "
-                      f"(entries clamped per layer: {list(direct.clamped)}); searching the rejected spaces "
-                      "for an in-range preimage", RangeWarning, stacklevel=3)
-        start = np.zeros_like(x[stray]) if flat_ref is None else flat_ref[stray]  # min-norm: nearest 0
-        x[stray], iterations[stray] = _repair(layers, chain.activations, start.astype(np.float64), y[stray],
-                                              max_iter)
+                      f"(entries clamped per layer: {list(direct.clamped)}); solving for an in-range preimage "
+                      "through the forward map", RangeWarning, stacklevel=3)
+        x[stray], iterations[stray] = _solve(chain, yt[stray], None if flat_ref is None else flat_ref[stray],
+                                             reference_layers, tol, max_iter)
         outputs = chain.forward(x).astype(np.float64)
         error = _relative_error(outputs, y)
         if np.any(error > tol):
@@ -360,111 +361,23 @@ def _invert_pinv(model, y: np.ndarray, ref: np.ndarray | None, reference_layers:
     return Inversion(x.reshape(len(y), *shape), outputs, error, "pinv", iterations, tuple(direct.clamped), tol)
 
 
-def _torch_activation(name: str, param: float):
-    from torch.nn import functional as F
-
-    return {
-        "identity": lambda z: z, "selu": F.selu, "tanh": F.tanh, "sigmoid": F.sigmoid,
-        "elu": lambda z: F.elu(z, alpha=param), "leaky_relu": lambda z: F.leaky_relu(z, param),
-    }[name]
-
-
-def _repair(layers, activations, start: np.ndarray, y: np.ndarray, max_iter: int) -> tuple[np.ndarray, np.ndarray]:
-    """Inputs whose chain outputs are y and that lie close to ``start`` (the reference, or 0 for
-    the minimum-norm answer), found in float64 through the forward map alone, which never leaves
-    an activation's range:
-
-    1. damped Gauss-Newton from ``start``: each step is the minimum-norm solution of the
-       linearised chain, the pseudoinverse of the target's Jacobian applied to its residual,
-       halved until the residual drops; near the preimage it converges quadratically;
-    2. damped Gauss-Newton steps of min ||x - start|| subject to f(x) = y, each re-made exact
-       by step 1 and kept only if closer, pull the answer back towards ``start``.
-    """
-    import torch
-
-    params = [(torch.as_tensor(w, dtype=torch.float64), None if b is None else torch.as_tensor(b, dtype=torch.float64),
-               _torch_activation(name, param)) for (w, b, _), (name, param) in zip(layers, activations)]
-
-    def forward(x):  # one input (for the Jacobian) or a batch of rows
-        for w, b, act in params:
-            z = x @ w.T
-            x = act(z if b is None else z + b)
-        return x
-
-    jacobian = torch.func.vmap(torch.func.jacrev(forward))
-    target = torch.from_numpy(y)
-    scale = row_norms(target).clamp(min=1e-300)
-    center = torch.from_numpy(start)
-
-    def errors(x):
-        return row_norms(forward(x) - target) / scale
-
-    def solve(jac, rhs):  # minimum-norm solutions of jac @ dx = rhs, per target
-        return torch.einsum("bnm,bm->bn", pinv(jac), rhs)
-
-    def newton(x, steps):  # step 1, on the targets not yet exact; a backtracking line search
-        err = errors(x)
-        taken = 0
-        for taken in range(1, steps + 1):
-            active = torch.nonzero(err > _EXACT).flatten()
-            if not len(active):
-                break
-            sub = x[active]
-            direction = solve(jacobian(sub), target[active] - forward(sub))
-            damping = torch.ones(len(active), 1, dtype=torch.float64)
-            improved = False
-            for _ in range(_HALVINGS):
-                trial = sub + damping * direction
-                trial_err = row_norms(forward(trial) - target[active]) / scale[active]
-                better = (trial_err < err[active]) & (damping[:, 0] > 0)
-                improved |= bool(better.any())
-                sub = torch.where(better[:, None], trial, sub)
-                err[active] = torch.where(better, trial_err, err[active])
-                damping = torch.where(better[:, None], torch.zeros_like(damping), damping / 2)  # 0: done
-                if not bool(damping.any()):
-                    break
-            x = x.index_copy(0, active, sub)
-            if not improved:  # rounding: no step helps any more
-                break
-        return x, taken
-
-    def closest(x):  # step 2
-        exact = errors(x) <= 1e3 * _EXACT
-        step = torch.ones(len(y), 1, dtype=torch.float64)
-        for taken in range(1, _CLOSEST_POINT_STEPS + 1):
-            jac = jacobian(x)
-            linearised = center + solve(jac, target - forward(x) + torch.einsum("bmn,bn->bm", jac, x - center))
-            trial, _ = newton(x + step * (linearised - x), 4)
-            better = exact & (errors(trial) <= 1e3 * _EXACT) & \
-                ((trial - center).norm(dim=1) < (x - center).norm(dim=1))
-            x = torch.where(better[:, None], trial, x)
-            step = torch.where(better[:, None], torch.clamp(2 * step, max=1.0), step / 2)
-            if float(step.max()) < 1e-2:
-                break
-        return x, taken
-
-    with torch.no_grad():
-        x, taken = newton(center.clone(), max(max_iter, 1))
-        x, refined = closest(x)
-        iterations = taken + refined
-        if center.any():
-            # The preimage is not convex: the answer found from the reference can lie farther
-            # from it than the minimum-norm one (found from 0) does. The closer wins.
-            other, taken = newton(torch.zeros_like(center), max(max_iter, 1))
-            other, refined = closest(other)
-            iterations += taken + refined
-            keep = (errors(other) <= errors(x).clamp(min=1e3 * _EXACT)) & \
-                ((other - center).norm(dim=1) < (x - center).norm(dim=1))
-            x = torch.where(keep[:, None], other, x)
-    return x.numpy(), np.full(len(y), iterations)
-
-
-# Relative output error at which Gauss-Newton stops: float64 rounding.
-_EXACT = 1e-13
-# Halvings of a Gauss-Newton step before giving up on it.
-_HALVINGS = 12
-# Damped steps towards the reference at most; each costs a Jacobian and a few Gauss-Newton steps.
-_CLOSEST_POINT_STEPS = 30
+def _solve(chain: Chain, y: np.ndarray, reference: np.ndarray | None, reference_layers: str, tol: float,
+           max_iter: int):
+    """Chain.solve to rounding level; with a reference, a target on which Gauss-Newton stalls
+    short of ``tol`` (a local minimum of the residual where activations saturate) is tried again
+    from the other start (the reference's row-space part, or 0). Returns (inputs, steps)."""
+    rounding = min(tol, 100 * float(np.finfo(chain.dtype).eps))
+    solved = chain.solve(y, reference=reference, reference_layers=reference_layers, tol=rounding, max_iter=max_iter)
+    x, steps = np.array(solved.inputs), solved.steps
+    stuck = np.flatnonzero(solved.error > tol) if reference is not None else []
+    if len(stuck):
+        other = "first" if reference_layers == "all" else "all"
+        again = chain.solve(y[stuck], reference=reference[stuck], reference_layers=other, tol=rounding,
+                            max_iter=max_iter)
+        better = again.error < solved.error[stuck]
+        x[stuck[better]] = again.inputs[better]
+        steps[stuck] += again.steps
+    return x, steps
 
 
 # ----------------------------------------------------------------------------- optimize

@@ -18,7 +18,7 @@ from . import _core
 from ._arrays import as_core_array, check_int, check_tolerance
 
 __all__ = [
-    "rsvd", "svd", "Spaces", "spaces", "project", "pinv", "Chain", "Reconstruction",
+    "rsvd", "svd", "Spaces", "spaces", "project", "pinv", "Chain", "Reconstruction", "Solution",
     "reconstruct", "RangeWarning", "LinAlgError", "get_num_threads", "set_num_threads",
 ]
 
@@ -363,6 +363,15 @@ class Reconstruction(NamedTuple):
     clamped: tuple[int, ...]
 
 
+class Solution(NamedTuple):
+    """Inputs found by :meth:`Chain.solve`, the Gauss-Newton steps each took, and the relative
+    output error ||f(x) - y|| / ||y|| each reached."""
+
+    inputs: Any
+    steps: np.ndarray
+    error: np.ndarray
+
+
 class Chain:
     """A network of layers ``h = act(h @ W.T + b)`` with every factor for going backwards
     precomputed: build it once, then :meth:`reconstruct` any number of targets at the cost of one
@@ -445,6 +454,42 @@ class Chain:
             warnings.warn(f"targets outside the activation range were clamped ({where})", RangeWarning,
                           stacklevel=2)
         return Reconstruction(wrap(x[0] if single else x), clamped)
+
+    def solve(self, Y: Any, *, reference: Any = None, reference_layers: str = "first", tol: float | None = None,
+              max_iter: int = 100) -> Solution:
+        """Inputs X (N x n_0) whose outputs are Y, found through the forward map, which never
+        leaves an activation's range: for targets whose :meth:`reconstruct` preimage had to be
+        clamped.
+
+        Gauss-Newton in the first layer's row space: every step is the minimum-norm solution of
+        the linearised chain, halved until the target's error drops, so X stays near where it
+        started. As in :meth:`reconstruct`, X keeps the ``reference``'s part (one input, or one
+        per target) in the first layer's rejected space; its row-space part starts at 0 with
+        ``reference_layers="first"`` (X then stays near the minimum-norm answer plus that part)
+        and at the reference's with ``"all"`` (X, and the values inside the chain, stay near the
+        reference's: the choice for targets near the reference's outputs). The chain's Jacobian
+        is computed exactly at the start and where a step failed, and updated by Broyden's
+        rank-one formula in between. A target stops at a relative output error of ``tol``
+        (default 100 eps of the chain's dtype, its rounding level), when no step lowers its error
+        any more (Gauss-Newton can stall in a local minimum of the residual where activations
+        saturate), or after ``max_iter`` steps.
+
+        Returns a :class:`Solution` (inputs, steps, error).
+        """
+        if reference_layers not in ("all", "first"):
+            raise ValueError(f"reference_layers: expected 'all' or 'first', got {reference_layers!r}")
+        y, wrap, single = self._rows(Y, "Y", self.output_dim)
+        ref = None
+        if reference is not None:
+            ref = self._rows(reference, "reference", self.input_dim, cast=True)[0]
+            if len(ref) == 1:
+                ref = np.repeat(ref, len(y), axis=0)
+            elif len(ref) != len(y):
+                raise ValueError(f"reference: expected 1 or {len(y)} rows, got {len(ref)}")
+        tol = 100 * float(np.finfo(self.dtype).eps) if tol is None else check_tolerance(tol, "tol")
+        x, steps, error = self._chain.solve(y, ref, reference_layers == "all", tol,
+                                            check_int(max_iter, "max_iter", low=0))
+        return Solution(wrap(x[0] if single else x), steps, error)
 
     def forward(self, X: Any):
         """The chain's outputs for inputs X (N x n_0)."""

@@ -5,6 +5,7 @@
 #include <pybind11/stl.h>
 
 #include "vsfast/chain.hpp"
+#include "vsfast/newton.hpp"
 #include "vsfast/parallel.hpp"
 #include "vsfast/project.hpp"
 #include "vsfast/range.hpp"
@@ -384,6 +385,45 @@ void bind_chain(py::module_& m, const char* name) {
             return py::make_tuple(x, clamped);
           },
           py::arg("Y"), py::arg("reference") = py::none(), py::arg("every_layer") = false)
+      .def(
+          "solve",
+          [](const C& chain, const py::array& y, const py::object& reference, bool from_reference, double tol,
+             std::size_t max_iter) {
+            const MatrixShape s = matrix_shape(y, "Y", false);
+            if (!has_dtype<T>(y)) throw py::type_error("Y: expected the chain's dtype");
+            if (s.cols != chain.output_dim())
+              throw std::invalid_argument("Y: expected " + std::to_string(chain.output_dim()) +
+                                          " columns (the chain's output size), got shape " + shape_str(y));
+            const T* pref = nullptr;
+            py::array ref;
+            if (!reference.is_none()) {
+              ref = reference.cast<py::array>();
+              const MatrixShape rs = matrix_shape(ref, "reference", false);
+              if (!has_dtype<T>(ref)) throw py::type_error("reference: expected the chain's dtype");
+              if (rs.rows != s.rows || rs.cols != chain.input_dim())
+                throw std::invalid_argument("reference: expected " + std::to_string(s.rows) + " rows of " +
+                                            std::to_string(chain.input_dim()) + " values, got shape " + shape_str(ref));
+              pref = cdata<T>(ref);
+            }
+            if (!(tol >= 0) || !std::isfinite(tol))
+              throw std::invalid_argument("tol: expected a finite number >= 0, got " + std::to_string(tol));
+            auto x = empty_array<T>({py::ssize_t(s.rows), py::ssize_t(chain.input_dim())});
+            auto steps = empty_array<std::int64_t>({py::ssize_t(s.rows)});
+            auto error = empty_array<double>({py::ssize_t(s.rows)});
+            const T* py_ = cdata<T>(y);
+            T* px = x.mutable_data();
+            std::int64_t* psteps = steps.mutable_data();
+            double* perror = error.mutable_data();
+            {
+              py::gil_scoped_release release;
+              require_finite(py_, s.rows * s.cols, "Y");
+              if (pref) require_finite(pref, s.rows * chain.input_dim(), "reference");
+              solve_chain(chain, py_, s.rows, pref, from_reference, tol, max_iter, px, psteps, perror);
+              require_representable(px, s.rows * chain.input_dim(), "the solved input");
+            }
+            return py::make_tuple(x, steps, error);
+          },
+          py::arg("Y"), py::arg("reference"), py::arg("from_reference"), py::arg("tol"), py::arg("max_iter"))
       .def(
           "forward",
           [](const C& chain, const py::array& x) {

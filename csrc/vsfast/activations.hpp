@@ -54,6 +54,26 @@ struct Activation {
     return x;
   }
 
+  // d forward / dx at x.
+  template <class T>
+  T slope(T x) const {
+    switch (kind) {
+      case ActivationKind::identity: return T(1);
+      case ActivationKind::selu: return x > 0 ? T(selu_lambda) : T(selu_lambda * selu_alpha) * std::exp(x);
+      case ActivationKind::elu: return x > 0 ? T(1) : T(param) * std::exp(x);
+      case ActivationKind::tanh: {
+        const T t = std::tanh(x);
+        return T(1) - t * t;
+      }
+      case ActivationKind::sigmoid: {
+        const T s = T(1) / (T(1) + std::exp(-x));
+        return s * (T(1) - s);
+      }
+      case ActivationKind::leaky_relu: return x >= 0 ? T(1) : T(param);
+    }
+    return T(1);
+  }
+
   // Inverse of forward at y; y outside the open range is first clamped inside it with a relative
   // margin of sqrt(eps), and `clamped` is incremented.
   template <class T>

@@ -98,6 +98,11 @@ inline lapack_int potrf_upper(blas_int n, double* a, blas_int lda) {
   return scipy_LAPACKE_dpotrf(LAPACK_COL_MAJOR, 'U', n, a, lda);
 }
 
+// b (n) <- a^-1 b for the Cholesky factor (upper) left in a by potrf_upper.
+inline lapack_int potrs_upper(blas_int n, const double* a, blas_int lda, double* b) {
+  return scipy_LAPACKE_dpotrs(LAPACK_COL_MAJOR, 'U', n, 1, a, lda, b, n);
+}
+
 // b (m x n) <- b r^-1 for the upper-triangular n x n r.
 inline void blas_trsm_right_upper(blas_int m, blas_int n, const float* r, blas_int ldr, float* b, blas_int ldb) {
   scipy_cblas_strsm(CblasColMajor, CblasRight, CblasUpper, CblasNoTrans, CblasNonUnit, m, n, 1.0f, r, ldr, b, ldb);

@@ -110,6 +110,7 @@ class Chain {
       pinv_t_[l].resize(L.m * L.n);
       pinv_from_factors(f, L.m, L.n, /*transposed=*/true, pinv_t_[l].data());
       signal_rows_[l].assign(f.vh.begin(), f.vh.begin() + static_cast<std::ptrdiff_t>(f.rank * L.n));
+      if (l == 0) first_lift_ = lift(f, L.m);
     }
   }
 
@@ -117,6 +118,12 @@ class Chain {
   std::size_t input_dim() const { return layers_.front().n; }
   std::size_t output_dim() const { return layers_.back().m; }
   const std::vector<std::size_t>& ranks() const { return ranks_; }
+  const LayerSpec<T>& layer(std::size_t l) const { return layers_[l]; }
+  // V_r^T of layer l (rank x n, row-major): an orthonormal basis of its signal space, as rows.
+  const std::vector<T>& signal_rows(std::size_t l) const { return signal_rows_[l]; }
+  // U_r S_r of the first layer (m x rank, row-major): W x = U_r S_r (V_r^T x), so a move of c
+  // along the signal basis moves the first layer's pre-activation by U_r S_r c.
+  const std::vector<T>& first_lift() const { return first_lift_; }
 
   // x (rows x input_dim) = inputs whose outputs are y (rows x output_dim). A reference input
   // (ref_rows rows, 1 or `rows`) fills the rejected space of the first layer, or with
@@ -194,6 +201,14 @@ class Chain {
     return out;
   }
 
+  static std::vector<T> lift(const PinvFactors<T>& f, std::size_t m) {
+    const std::size_t q = f.s.size();
+    std::vector<T> out(m * f.rank);
+    for (std::size_t i = 0; i < m; ++i)
+      for (std::size_t k = 0; k < f.rank; ++k) out[i * f.rank + k] = f.u[i * q + k] * std::ldexp(f.s[k], f.exponent);
+    return out;
+  }
+
   // x += the component of the reference rows in layer l's rejected (null) space.
   void add_rejected_part(std::size_t l, const T* reference, std::size_t ref_rows, T* x, std::size_t rows) const {
     const std::size_t n = layers_[l].n;
@@ -209,6 +224,7 @@ class Chain {
   std::vector<std::vector<T>> pinv_t_;  // (W_l^+)^T, row-major m_l x n_l
   std::vector<std::size_t> ranks_;
   std::vector<std::vector<T>> signal_rows_;  // V_r^T of each layer: its signal space, as rows
+  std::vector<T> first_lift_;                // U_r S_r of the first layer
 };
 
 }  // namespace vsfast
