@@ -5,9 +5,8 @@ descent on the input (Adam, torch), measured in one run.
     .venv/bin/python benchmarks/inverse.py [--targets N] [--max-steps N] [--lr LR [LR ...]]
 
 Each test digit is moved to produce the outputs of another test digit of its class, so every
-target is reachable. Both methods start from the digit (vsfast: the reference, whose part in the
-first layer's rejected space it keeps) and must bring every target to a relative output error of
-1e-4, in float32. Gradient descent is given every advantage: its learning rate is the best of a
+target is reachable. Both methods start from the digit (vsfast: the reference, at every layer) and
+must bring every target to a relative output error of 1e-4, in float32. Gradient descent is given every advantage: its learning rate is the best of a
 sweep on the first --sweep targets (fewest steps until every one of them got there), it runs on
 all targets in one batch, and a target counts as reached at the first step its error is at most
 1e-4, even if later steps take it away again. Its times to 50, 90, 99 and 100 % of the targets are
@@ -100,15 +99,16 @@ def main() -> None:
     targets = model_outputs(model, images)[same_class_partners(labels)]
 
     rows = []
-    for dtype in (np.float32, np.float64):
-        invert(model, targets[:10], method="pinv", reference=images[:10], dtype=dtype)  # warm-up
-        begin = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", vsfast.RangeWarning)
-            result = invert(model, targets, method="pinv", reference=images, dtype=dtype)
-        rows.append((np.dtype(dtype).name, time.perf_counter() - begin, result))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", vsfast.RangeWarning)  # nearly every target needs the repair
+        for dtype in (np.float32, np.float64):
+            invert(model, targets[:10], method="pinv", reference=images[:10], reference_layers="all", dtype=dtype)
+            begin = time.perf_counter()
+            result = invert(model, targets, method="pinv", reference=images, reference_layers="all", dtype=dtype)
+            rows.append((np.dtype(dtype).name, time.perf_counter() - begin, result))
     vsfast_time = rows[0][1]
-    assert np.all(rows[0][2].error <= TOL), "vsfast missed a target"
+    if np.any(rows[0][2].error > TOL):
+        raise SystemExit(f"vsfast left {int(np.sum(rows[0][2].error > TOL))} target(s) above {TOL:g}")
 
     lr = best_rate(model, images[: args.sweep], targets[: args.sweep], args.lr, args.max_steps)
     clock, first = gradient_descent(model, images, targets, lr, args.max_steps)

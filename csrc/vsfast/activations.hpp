@@ -54,21 +54,15 @@ struct Activation {
     return x;
   }
 
-  // d forward / dx at x.
+  // d forward / dx at x, given y = forward(x): from y, without a second exp or tanh.
   template <class T>
-  T slope(T x) const {
+  T slope(T x, T y) const {
     switch (kind) {
       case ActivationKind::identity: return T(1);
-      case ActivationKind::selu: return x > 0 ? T(selu_lambda) : T(selu_lambda * selu_alpha) * std::exp(x);
-      case ActivationKind::elu: return x > 0 ? T(1) : T(param) * std::exp(x);
-      case ActivationKind::tanh: {
-        const T t = std::tanh(x);
-        return T(1) - t * t;
-      }
-      case ActivationKind::sigmoid: {
-        const T s = T(1) / (T(1) + std::exp(-x));
-        return s * (T(1) - s);
-      }
+      case ActivationKind::selu: return x > 0 ? T(selu_lambda) : y + T(selu_lambda * selu_alpha);
+      case ActivationKind::elu: return x > 0 ? T(1) : y + T(param);
+      case ActivationKind::tanh: return T(1) - y * y;
+      case ActivationKind::sigmoid: return y * (T(1) - y);
       case ActivationKind::leaky_relu: return x >= 0 ? T(1) : T(param);
     }
     return T(1);

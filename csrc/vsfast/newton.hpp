@@ -70,6 +70,7 @@ class NewtonChunk {
     for (std::size_t t = 0; t < count_; ++t) all[t] = t;
     now_ = evaluate(all, c_.data());
     jac_.resize(count_ * out_ * r_);
+    gram_.resize(count_ * out_ * out_);
     std::vector<char> fresh(count_, 0), stale(count_, 1);
     std::vector<std::size_t> active;
     for (std::size_t t = 0; t < count_; ++t)
@@ -121,8 +122,8 @@ class NewtonChunk {
  private:
   // The chain at some targets' coordinates: every layer's pre-activations, residuals, errors.
   struct Evaluation {
-    std::vector<std::vector<T>> pre;  // per layer, rows x m_l
-    std::vector<double> res, err;     // rows x outputs, rows
+    std::vector<std::vector<T>> pre, post;  // per layer, rows x m_l: before and after the activation
+    std::vector<double> res, err;           // rows x outputs, rows
   };
 
   static void add_bias(const LayerSpec<T>& L, T* z, std::size_t rows) {
@@ -137,6 +138,7 @@ class NewtonChunk {
     const blas_int brows = static_cast<blas_int>(rows);
     Evaluation e;
     e.pre.resize(depth_);
+    e.post.resize(depth_);
     const auto& first = chain_.layer(0);
     e.pre[0].resize(rows * first.m);
     for (std::size_t i = 0; i < rows; ++i)
@@ -146,17 +148,18 @@ class NewtonChunk {
       gemm_rowmajor(false, true, brows, static_cast<blas_int>(first.m), static_cast<blas_int>(r_), T(1), coords,
                     static_cast<blas_int>(r_), chain_.first_lift().data(), static_cast<blas_int>(r_), T(1),
                     e.pre[0].data(), static_cast<blas_int>(first.m));
-    std::vector<T> h = activate(first, e.pre[0]);
+    e.post[0] = activate(first, e.pre[0]);
     for (std::size_t l = 1; l < depth_; ++l) {
       const auto& L = chain_.layer(l);
       e.pre[l].resize(rows * L.m);
       if (rows)
-        gemm_rowmajor(false, true, brows, static_cast<blas_int>(L.m), static_cast<blas_int>(L.n), T(1), h.data(),
-                      static_cast<blas_int>(L.n), L.weight.data(), static_cast<blas_int>(L.n), T(0), e.pre[l].data(),
-                      static_cast<blas_int>(L.m));
+        gemm_rowmajor(false, true, brows, static_cast<blas_int>(L.m), static_cast<blas_int>(L.n), T(1),
+                      e.post[l - 1].data(), static_cast<blas_int>(L.n), L.weight.data(), static_cast<blas_int>(L.n),
+                      T(0), e.pre[l].data(), static_cast<blas_int>(L.m));
       add_bias(L, e.pre[l].data(), rows);
-      h = activate(L, e.pre[l]);
+      e.post[l] = activate(L, e.pre[l]);
     }
+    const std::vector<T>& h = e.post[depth_ - 1];
     e.res.resize(rows * out_);
     e.err.resize(rows);
     for (std::size_t i = 0; i < rows; ++i) {
@@ -180,7 +183,8 @@ class NewtonChunk {
   const T* map_of(std::size_t l) const { return l ? chain_.layer(l).weight.data() : chain_.first_lift().data(); }
   std::size_t cols_of(std::size_t l) const { return l ? chain_.layer(l).n : r_; }
 
-  // jac_ of `targets` = d outputs / d c at their current coordinates, from the last layer back:
+  // jac_ of `targets` = d outputs / d c at their current coordinates, and gram_ = J J^T in
+  // float64, from the last layer back:
   // diag(act'(z_L)) M_L, then per layer a column scaling by act'(z_l) and a product with M_l,
   // over all the targets' rows at once.
   void jacobian(const std::vector<std::size_t>& targets) {
@@ -189,8 +193,9 @@ class NewtonChunk {
     std::vector<T> a(rows * cols), b;
     for (std::size_t i = 0; i < targets.size(); ++i) {
       const T* z = now_.pre[last].data() + targets[i] * out_;
+      const T* h = now_.post[last].data() + targets[i] * out_;
       for (std::size_t o = 0; o < out_; ++o) {
-        const T slope = chain_.layer(last).activation.slope(z[o]);
+        const T slope = chain_.layer(last).activation.slope(z[o], h[o]);
         const T* w = map_of(last) + o * cols;
         T* row = a.data() + (i * out_ + o) * cols;
         for (std::size_t j = 0; j < cols; ++j) row[j] = slope * w[j];
@@ -198,10 +203,11 @@ class NewtonChunk {
     }
     for (std::size_t l = last; l-- > 0;) {
       const std::size_t m = chain_.layer(l).m;  // == cols
+      std::vector<T> slopes(m);
       for (std::size_t i = 0; i < targets.size(); ++i) {
         const T* z = now_.pre[l].data() + targets[i] * m;
-        std::vector<T> slopes(m);
-        for (std::size_t j = 0; j < m; ++j) slopes[j] = chain_.layer(l).activation.slope(z[j]);
+        const T* h = now_.post[l].data() + targets[i] * m;
+        for (std::size_t j = 0; j < m; ++j) slopes[j] = chain_.layer(l).activation.slope(z[j], h[j]);
         for (std::size_t o = 0; o < out_; ++o) {
           T* row = a.data() + (i * out_ + o) * m;
           for (std::size_t j = 0; j < m; ++j) row[j] *= slopes[j];
@@ -214,22 +220,29 @@ class NewtonChunk {
                     static_cast<blas_int>(cols));
       a.swap(b);
     }
-    for (std::size_t i = 0; i < targets.size(); ++i)
-      std::copy_n(a.begin() + static_cast<std::ptrdiff_t>(i * out_ * r_), out_ * r_,
-                  jac_.begin() + static_cast<std::ptrdiff_t>(targets[i] * out_ * r_));
+    std::vector<double> j(out_ * r_);
+    const blas_int bo = static_cast<blas_int>(out_), br = static_cast<blas_int>(r_);
+    for (std::size_t i = 0; i < targets.size(); ++i) {
+      const auto rows_i = a.begin() + static_cast<std::ptrdiff_t>(i * out_ * r_);
+      std::copy_n(rows_i, out_ * r_, jac_.begin() + static_cast<std::ptrdiff_t>(targets[i] * out_ * r_));
+      std::copy_n(rows_i, out_ * r_, j.begin());
+      double* g = gram_.data() + targets[i] * out_ * out_;
+      syrk_gram(bo, br, j.data(), br, g, bo);  // J row-major = J^T column-major; upper triangle
+      for (std::size_t p = 0; p < out_; ++p)
+        for (std::size_t q = 0; q < p; ++q) g[q * out_ + p] = g[p * out_ + q];
+    }
   }
 
-  // Per target, the minimum-norm dc with J dc = residual: J^T w for (J J^T + ridge) w = residual,
-  // the Gram matrix in float64 (the ridge, at rounding level, keeps a Jacobian that lost rank
-  // solvable). Rows in the order of `targets`.
+  // Per target, the minimum-norm dc with J dc = residual: J^T w for (J J^T + ridge) w = residual
+  // (the ridge, at rounding level, keeps a Jacobian that lost rank solvable). Rows in the order
+  // of `targets`.
   std::vector<T> min_norm_steps(const std::vector<std::size_t>& targets) const {
     std::vector<T> direction(targets.size() * r_, T(0));
-    std::vector<double> j(out_ * r_), gram(out_ * out_), w(out_);
-    const blas_int bo = static_cast<blas_int>(out_), br = static_cast<blas_int>(r_);
+    std::vector<double> gram(out_ * out_), w(out_);
+    const blas_int bo = static_cast<blas_int>(out_);
     for (std::size_t a = 0; a < targets.size(); ++a) {
       const std::size_t t = targets[a];
-      std::copy_n(jac_.begin() + static_cast<std::ptrdiff_t>(t * out_ * r_), out_ * r_, j.begin());
-      syrk_gram(bo, br, j.data(), br, gram.data(), bo);  // J row-major = J^T column-major
+      std::copy_n(gram_.begin() + static_cast<std::ptrdiff_t>(t * out_ * out_), out_ * out_, gram.begin());
       double peak = 0;
       for (std::size_t o = 0; o < out_; ++o) peak = std::max(peak, gram[o * out_ + o]);
       const double ridge = std::max(1e-14 * peak, std::numeric_limits<double>::min());
@@ -237,9 +250,12 @@ class NewtonChunk {
       std::copy_n(now_.res.begin() + static_cast<std::ptrdiff_t>(t * out_), out_, w.begin());
       if (potrf_upper(bo, gram.data(), bo) != 0 || potrs_upper(bo, gram.data(), bo, w.data()) != 0)
         continue;  // no step: the line search drops the target
+      const T* j = jac_.data() + t * out_ * r_;
       T* d = direction.data() + a * r_;
-      for (std::size_t o = 0; o < out_; ++o)
-        for (std::size_t k = 0; k < r_; ++k) d[k] += static_cast<T>(w[o] * j[o * r_ + k]);
+      for (std::size_t o = 0; o < out_; ++o) {
+        const T wo = static_cast<T>(w[o]);
+        for (std::size_t k = 0; k < r_; ++k) d[k] += wo * j[o * r_ + k];
+      }
     }
     return direction;
   }
@@ -284,27 +300,37 @@ class NewtonChunk {
       const std::size_t m = chain_.layer(l).m;
       std::copy_n(e.pre[l].begin() + static_cast<std::ptrdiff_t>(p * m), m,
                   now_.pre[l].begin() + static_cast<std::ptrdiff_t>(t * m));
+      std::copy_n(e.post[l].begin() + static_cast<std::ptrdiff_t>(p * m), m,
+                  now_.post[l].begin() + static_cast<std::ptrdiff_t>(t * m));
     }
     std::copy_n(e.res.begin() + static_cast<std::ptrdiff_t>(p * out_), out_,
                 now_.res.begin() + static_cast<std::ptrdiff_t>(t * out_));
     now_.err[t] = e.err[p];
   }
 
-  // J += (change - J s) s^T / (s^T s) for the step s = damping * direction taken, where change is
-  // the outputs' change (the residual's drop).
+  // J += u s^T, u = (change - J s) / (s^T s), for the step s = damping * direction taken, where
+  // change is the outputs' change (the residual's drop); and J J^T with it:
+  // += u (J s)^T + (J s) u^T + (s^T s) u u^T.
   void broyden_update(std::size_t t, const T* direction, T damping, const double* before) {
+    std::vector<double> step(r_), js(out_, 0.0), u(out_);
     double ss = 0;
-    for (std::size_t k = 0; k < r_; ++k) ss += static_cast<double>(damping * direction[k]) * (damping * direction[k]);
+    for (std::size_t k = 0; k < r_; ++k) {
+      step[k] = static_cast<double>(damping * direction[k]);
+      ss += step[k] * step[k];
+    }
     if (!(ss > 0) || !std::isfinite(ss)) return;
     T* j = jac_.data() + t * out_ * r_;
     for (std::size_t o = 0; o < out_; ++o) {
-      T* row = j + o * r_;
-      double js = 0;
-      for (std::size_t k = 0; k < r_; ++k) js += static_cast<double>(row[k]) * (damping * direction[k]);
-      const double mismatch = (before[o] - now_.res[t * out_ + o]) - js;
-      const T factor = static_cast<T>(mismatch / ss * damping);
-      for (std::size_t k = 0; k < r_; ++k) row[k] += factor * direction[k];
+      for (std::size_t k = 0; k < r_; ++k) js[o] += static_cast<double>(j[o * r_ + k]) * step[k];
+      u[o] = ((before[o] - now_.res[t * out_ + o]) - js[o]) / ss;
     }
+    for (std::size_t o = 0; o < out_; ++o) {
+      T* row = j + o * r_;
+      for (std::size_t k = 0; k < r_; ++k) row[k] += static_cast<T>(u[o] * step[k]);
+    }
+    double* g = gram_.data() + t * out_ * out_;
+    for (std::size_t p = 0; p < out_; ++p)
+      for (std::size_t q = 0; q < out_; ++q) g[p * out_ + q] += u[p] * js[q] + js[p] * u[q] + ss * u[p] * u[q];
   }
 
   const Chain<T>& chain_;
@@ -315,6 +341,7 @@ class NewtonChunk {
   std::vector<double> y_norm_;  // ||y|| per target
   std::vector<T> c_;            // coordinates, count x r
   std::vector<T> jac_;          // count x outputs x r
+  std::vector<double> gram_;    // count x outputs x outputs: J J^T
   std::vector<std::int64_t> steps_;
   Evaluation now_;              // the chain at c_
 };
