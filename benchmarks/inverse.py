@@ -87,8 +87,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--targets", type=int, default=10_000)
     parser.add_argument("--max-steps", type=int, default=3000)
-    parser.add_argument("--sweep", type=int, default=300, help="targets of the learning-rate sweep")
-    parser.add_argument("--lr", type=float, nargs="+", default=[3e-3, 1e-2, 3e-2, 1e-1, 3e-1])
+    parser.add_argument("--sweep", type=int, default=1000, help="targets of the learning-rate sweep")
+    parser.add_argument("--lr", type=float, nargs="+", default=[1e-2, 3e-2, 1e-1])
     args = parser.parse_args()
     torch.set_num_threads(vsfast.get_num_threads())
 

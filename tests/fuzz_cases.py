@@ -367,6 +367,7 @@ def fuzz_reconstruct(examples):
         x = as64(out.inputs)
         assert np.isfinite(x).all() and x.shape[-1] == (layers[0][0].values.shape[1] if depth else widths[0])
         assert len(out.clamped) == depth and all(isinstance(c, int) and c >= 0 for c in out.clamped)
+        check_solve(data, args, Y, reference, every, x.shape)
         simple = all(act in (None, "identity", ("leaky_relu", 0.2)) for _, _, act in layers)
         if simple and not any(out.clamped) and every != "bogus":
             chain = vsfast.Chain(args, dtype=dtype_name(Y.obj))
@@ -379,6 +380,35 @@ def fuzz_reconstruct(examples):
                 assert np.abs(reached - y).max() <= tol * (np.abs(y).max() + 1), "targets not reached"
 
     case()
+
+
+def check_solve(data, args, Y, reference, every, shape):
+    """Chain.solve on a chain and targets that reconstruct accepted: finite inputs of the same
+    shape, steps within max_iter, errors that are what the inputs' outputs give."""
+    tol = data.draw(st.sampled_from([None, 0.0, 1e-3, 1e300, -1.0, np.nan, "x"]))
+    max_iter = data.draw(st.sampled_from([0, 1, 3, 20, -1, 2**70]))
+
+    def solve():
+        chain = vsfast.Chain(args, dtype=dtype_name(Y.obj))
+        return chain, chain.solve(Y.obj, reference=None if reference is None else reference.obj,
+                                  reference_layers=every, tol=tol, max_iter=max_iter)
+
+    out = run(repr((args, Y, reference, every, tol, max_iter)), solve)
+    if out is REFUSED:
+        return
+    assert (tol is None or 0 <= tol < np.inf) and max_iter in (0, 1, 3, 20), "invalid tol or max_iter accepted"
+    chain, solution = out
+    x = as64(solution.inputs)
+    assert x.shape == shape and np.isfinite(x).all()
+    assert np.all((solution.steps >= 0) & (solution.steps <= max_iter))
+    assert np.all(np.isfinite(solution.error) & (solution.error >= 0))
+    y = as64(Y.obj).reshape(-1, chain.output_dim)
+    reached = as64(chain.forward(solution.inputs)).reshape(y.shape)
+    scale = np.maximum(np.linalg.norm(y, axis=1), np.finfo(np.float64).tiny)
+    recomputed = np.linalg.norm(reached - y, axis=1) / np.where(np.linalg.norm(y, axis=1) > 0, scale, 1)
+    # The core evaluates the first layer as start + (U S) c, the check as W x: rounding apart.
+    slack = 1e3 * eps_of(Y) * (1 + np.abs(reached).max() / scale.min())
+    assert np.all(np.abs(recomputed - solution.error) <= slack + 1e-3 * recomputed), "errors misreported"
 
 
 def fuzz_threads(examples):

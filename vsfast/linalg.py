@@ -488,7 +488,7 @@ class Chain:
                 raise ValueError(f"reference: expected 1 or {len(y)} rows, got {len(ref)}")
         tol = 100 * float(np.finfo(self.dtype).eps) if tol is None else check_tolerance(tol, "tol")
         x, steps, error = self._chain.solve(y, ref, reference_layers == "all", tol,
-                                            check_int(max_iter, "max_iter", low=0))
+                                            check_int(max_iter, "max_iter", low=0, high=2**63 - 1))
         return Solution(wrap(x[0] if single else x), steps, error)
 
     def forward(self, X: Any):

@@ -420,6 +420,9 @@ void bind_chain(py::module_& m, const char* name) {
               if (pref) require_finite(pref, s.rows * chain.input_dim(), "reference");
               solve_chain(chain, py_, s.rows, pref, from_reference, tol, max_iter, px, psteps, perror);
               require_representable(px, s.rows * chain.input_dim(), "the solved input");
+              // Steps are taken only where the error drops: a non-finite one is the start's.
+              if (!std::all_of(perror, perror + s.rows, [](double e) { return std::isfinite(e); }))
+                throw std::overflow_error(overflow_message<T>("the chain's output at the start"));
             }
             return py::make_tuple(x, steps, error);
           },

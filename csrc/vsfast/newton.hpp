@@ -355,7 +355,7 @@ class NewtonChunk {
 template <class T>
 void solve_chain(const Chain<T>& chain, const T* y, std::size_t rows, const T* reference, bool from_reference,
                  double tol, std::size_t max_iter, T* x, std::int64_t* steps, double* error) {
-  constexpr std::size_t chunk = 64;  // targets per thread's task: full-speed GEMMs, balanced threads
+  constexpr std::size_t chunk = 128;  // targets per thread's task: full-speed GEMMs, balanced threads
   const std::size_t chunks = (rows + chunk - 1) / chunk, n = chain.input_dim(), m = chain.output_dim();
   const std::size_t r = chain.ranks()[0];
   if (r == 0) max_iter = 0;  // the first layer sees nothing of its input: nothing moves
