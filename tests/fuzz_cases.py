@@ -377,9 +377,19 @@ def fuzz_reconstruct(examples):
                 y = as64(Y.obj).reshape(-1, chain.output_dim)
                 reached = as64(chain.forward(out.inputs)).reshape(y.shape)
                 tol = 1e3 * eps_of(Y) * max(widths) * depth * conds * 5 ** depth
-                assert np.abs(reached - y).max() <= tol * (np.abs(y).max() + 1), "targets not reached"
+                scale = np.abs(y).max() + 1 + magnitudes(args, x.reshape(len(y), -1)).max()  # biases cancel
+                assert np.abs(reached - y).max() <= tol * scale, "targets not reached"
 
     case()
+
+
+def magnitudes(args, x):
+    """Rows of |x| carried through the layers with |W|, |b| and slopes of at most 2 (those of
+    the activations drawn here): the size of the values whose rounding the outputs carry."""
+    m = np.abs(x)
+    for w, b, _ in args:
+        m = 2 * (m @ np.abs(as64(w)).T + (0 if b is None else np.abs(as64(b))))
+    return m
 
 
 def check_solve(data, args, Y, reference, every, shape):
@@ -404,10 +414,15 @@ def check_solve(data, args, Y, reference, every, shape):
     assert np.all(np.isfinite(solution.error) & (solution.error >= 0))
     y = as64(Y.obj).reshape(-1, chain.output_dim)
     reached = as64(chain.forward(solution.inputs)).reshape(y.shape)
-    scale = np.maximum(np.linalg.norm(y, axis=1), np.finfo(np.float64).tiny)
-    recomputed = np.linalg.norm(reached - y, axis=1) / np.where(np.linalg.norm(y, axis=1) > 0, scale, 1)
-    # The core evaluates the first layer as start + (U S) c, the check as W x: rounding apart.
-    slack = 1e3 * eps_of(Y) * (1 + np.abs(reached).max() / scale.min())
+    norms = row_norms(y)  # scaled: no square under- or overflows
+    scale = np.where(norms > 0, norms, 1)
+    recomputed = row_norms(reached - y) / scale
+    # The core evaluates the first layer as W start + (U S) c, the check as W x: they differ by
+    # rounding, bounded through the chain by magnitudes.
+    start = np.abs(x.reshape(len(y), -1))
+    if reference is not None:
+        start = start + np.abs(as64(reference.obj)).reshape(-1, start.shape[1])
+    slack = 1e3 * eps_of(Y) * np.linalg.norm(magnitudes(args, start), axis=1) / scale
     assert np.all(np.abs(recomputed - solution.error) <= slack + 1e-3 * recomputed), "errors misreported"
 
 
