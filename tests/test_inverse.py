@@ -157,12 +157,13 @@ def test_auto_picks_pinv_for_chains_and_optimize_otherwise():
 
 @needs_mnist
 @pytest.mark.parametrize("name", ["fcnn1", "fcnn5"])
-def test_paper_targets_are_reproduced_exactly(paper, name, mnist_train):
+@pytest.mark.parametrize("dtype, bound", [(np.float64, 1e-10), (np.float32, 1e-4)])
+def test_paper_targets_are_reproduced_exactly(paper, name, dtype, bound, mnist_train):
     model, targets = paper[name]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", vsfast.RangeWarning)
-        result = invert(model, targets, method="pinv", reference="class-mean", data=mnist_train)
-    assert np.all(result.error <= 1e-10), result.error
+        result = invert(model, targets, method="pinv", reference="class-mean", data=mnist_train, dtype=dtype)
+    assert result.inputs.dtype == dtype and np.all(result.error <= bound), result.error
     # Through the float32 torch model itself.
     assert np.all(relative(torch_outputs(model, result.inputs), targets) <= 1e-4)
     assert torch_outputs(model, result.inputs).argmax(axis=1).tolist() == list(range(10))
@@ -180,7 +181,7 @@ def test_class_mean_reference_changes_the_picture_not_the_output(paper, name, mn
         guided = invert(model, targets, method="pinv", reference="class-mean", data=mnist_train)
     assert np.all(plain.error <= 1e-10) and np.all(guided.error <= 1e-10)
     dist = lambda r: np.linalg.norm((r.inputs - means).reshape(10, -1), axis=1)  # noqa: E731
-    assert np.all(dist(guided) <= dist(plain) + 1e-9) and dist(guided).mean() < dist(plain).mean()
+    assert np.all(dist(guided) <= dist(plain) + 1e-9) and dist(guided).mean() < 0.9 * dist(plain).mean()
 
 
 @needs_mnist

@@ -142,7 +142,10 @@ def invert(model: Any, targets: Any, *, method: str = "auto", reference: Any = N
     reference_layers : pinv: ``"first"`` fills only the first layer's rejected space with the
         reference; ``"all"`` fills every layer's with the reference's own activations there, so
         the hidden values resemble the reference's too (the chain then stays in range for targets
-        near the reference's outputs, see :meth:`vsfast.Chain.reconstruct`).
+        near the reference's outputs, see :meth:`vsfast.Chain.reconstruct`). For the targets the
+        range repair solves, ``"all"`` starts Gauss-Newton at the reference; ``"first"`` also
+        starts it at the reference's rejected part alone and keeps the answer closer to the
+        reference.
     data : (inputs, labels) for the string references; default the MNIST training set.
     dtype : computation dtype, float32 or float64; default float64 for pinv (exact answers),
         the model's own for optimize.
@@ -363,20 +366,28 @@ def _invert_pinv(model, y: np.ndarray, ref: np.ndarray | None, reference_layers:
 
 def _solve(chain: Chain, y: np.ndarray, reference: np.ndarray | None, reference_layers: str, tol: float,
            max_iter: int):
-    """Chain.solve to rounding level; with a reference, a target on which Gauss-Newton stalls
-    short of ``tol`` (a local minimum of the residual where activations saturate) is tried again
-    from the other start (the reference's row-space part, or 0). Returns (inputs, steps)."""
+    """Chain.solve to rounding level. With a reference, Gauss-Newton starts at it (the inside of
+    the chain then stays near the reference's too); with ``reference_layers="first"`` it also
+    starts at the reference's part in the first layer's rejected space alone (the minimum-norm
+    answer plus that part), and the answer closer to the reference wins: from far targets that
+    one can be closer. With ``"all"``, only the targets on which Gauss-Newton stalled short of
+    ``tol`` (a local minimum of the residual where activations saturate) get the second start.
+    Returns (inputs, steps)."""
     rounding = min(tol, 100 * float(np.finfo(chain.dtype).eps))
-    solved = chain.solve(y, reference=reference, reference_layers=reference_layers, tol=rounding, max_iter=max_iter)
-    x, steps = np.array(solved.inputs), solved.steps
-    stuck = np.flatnonzero(solved.error > tol) if reference is not None else []
-    if len(stuck):
-        other = "first" if reference_layers == "all" else "all"
-        again = chain.solve(y[stuck], reference=reference[stuck], reference_layers=other, tol=rounding,
+    if reference is None:
+        solved = chain.solve(y, tol=rounding, max_iter=max_iter)
+        return solved.inputs, solved.steps
+    solved = chain.solve(y, reference=reference, reference_layers="all", tol=rounding, max_iter=max_iter)
+    x, steps, error = np.array(solved.inputs), solved.steps, solved.error
+    rows = np.arange(len(y)) if reference_layers == "first" else np.flatnonzero(error > tol)
+    if len(rows):
+        other = chain.solve(y[rows], reference=reference[rows], reference_layers="first", tol=rounding,
                             max_iter=max_iter)
-        better = again.error < solved.error[stuck]
-        x[stuck[better]] = again.inputs[better]
-        steps[stuck] += again.steps
+        reached, reached_other = error[rows] <= tol, other.error <= tol
+        closer = row_norms(other.inputs - reference[rows]) < row_norms(x[rows] - reference[rows])
+        take = np.where(reached == reached_other, np.where(reached, closer, other.error < error[rows]), reached_other)
+        x[rows[take]] = other.inputs[take]
+        steps[rows] += other.steps
     return x, steps
 
 
