@@ -27,7 +27,8 @@ def run_all(w, x, chain, y):
     sp = vsfast.spaces(w)
     signal, residual = vsfast.project(x, sp)
     inputs, _ = chain.reconstruct(y)
-    return [u, s, vh, sp.singular_values, signal, residual, inputs]
+    solved = chain.solve(y[:150], reference=x[:1, :64], reference_layers="all")
+    return [u, s, vh, sp.singular_values, signal, residual, inputs, solved.inputs, solved.steps]
 
 
 def test_eight_threads_at_once_match_serial_calls(workload):
@@ -55,7 +56,7 @@ def test_ten_thousand_calls_leave_resident_memory_flat():
     y = chain.forward(x)
     calls = [lambda: vsfast.rsvd(w, 4), lambda: vsfast.svd(w), lambda: vsfast.spaces(w).rejected,
              lambda: vsfast.project(x, vsfast.spaces(w)), lambda: vsfast.pinv(w), lambda: chain.reconstruct(y),
-             lambda: chain.forward(x)]
+             lambda: chain.forward(x), lambda: chain.solve(y, max_iter=3)]
     for call in calls:  # warm-up: allocator pools and caches settle
         for _ in range(200):
             call()
@@ -63,7 +64,7 @@ def test_ten_thousand_calls_leave_resident_memory_flat():
     for call in calls:
         for _ in range(10_000):
             call()
-    # A leak of even 100 bytes a call would add 7 MB; allocator noise stays well below.
+    # A leak of even 100 bytes a call would add 8 MB; allocator noise stays well below.
     assert resident_bytes() - before < 4 * 2**20
 
 

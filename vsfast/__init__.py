@@ -14,6 +14,7 @@ from .linalg import (
     LinAlgError,
     RangeWarning,
     Reconstruction,
+    Solution,
     Spaces,
     get_num_threads,
     pinv,
@@ -29,7 +30,7 @@ from ._gpu import cuda_available, get_gpu_precision, set_gpu_precision
 __version__ = "0.1.0"
 
 __all__ = [
-    "Chain", "Inversion", "LayerAnalysis", "Report", "analyze", "invert", "LinAlgError", "RangeWarning", "Reconstruction", "Spaces",
+    "Chain", "Inversion", "LayerAnalysis", "Report", "analyze", "invert", "LinAlgError", "RangeWarning", "Reconstruction", "Solution", "Spaces",
     "get_num_threads", "pinv", "project", "reconstruct", "rsvd", "set_num_threads", "spaces", "svd",
 ]
 __all__ += ["cuda_available", "get_gpu_precision", "set_gpu_precision"]

@@ -344,7 +344,7 @@ def _invert_pinv(model, y: np.ndarray, ref: np.ndarray | None, reference_layers:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RangeWarning)
         direct = chain.reconstruct(yt, reference=flat_ref, reference_layers=reference_layers)
-    x = np.array(direct.inputs)
+    x = direct.inputs  # a fresh array of the core's: the repair writes into it
     outputs = chain.forward(x).astype(np.float64)
     error = _relative_error(outputs, y)
     iterations = np.zeros(len(y), dtype=np.int64)
@@ -356,7 +356,7 @@ def _invert_pinv(model, y: np.ndarray, ref: np.ndarray | None, reference_layers:
                       "through the forward map", RangeWarning, stacklevel=3)
         x[stray], iterations[stray] = _solve(chain, yt[stray], None if flat_ref is None else flat_ref[stray],
                                              reference_layers, tol, max_iter)
-        outputs = chain.forward(x).astype(np.float64)
+        outputs[stray] = chain.forward(x[stray])
         error = _relative_error(outputs, y)
         if np.any(error > tol):
             warnings.warn(f"{int(np.sum(error > tol))} target(s) not reached to a relative error of {tol:g}: "
@@ -378,7 +378,7 @@ def _solve(chain: Chain, y: np.ndarray, reference: np.ndarray | None, reference_
         solved = chain.solve(y, tol=rounding, max_iter=max_iter)
         return solved.inputs, solved.steps
     solved = chain.solve(y, reference=reference, reference_layers="all", tol=rounding, max_iter=max_iter)
-    x, steps, error = np.array(solved.inputs), solved.steps, solved.error
+    x, steps, error = solved.inputs, solved.steps, solved.error  # fresh arrays of the core's
     rows = np.arange(len(y)) if reference_layers == "first" else np.flatnonzero(error > tol)
     if len(rows):
         other = chain.solve(y[rows], reference=reference[rows], reference_layers="first", tol=rounding,
