@@ -3,7 +3,8 @@
     .venv/bin/python -m pytest benchmarks/ --benchmark-group-by=param:workload
 
 For ratios measured in one run, use ``benchmarks/ratios.py`` (kernels against the GEMM floor
-and torch) and ``benchmarks/analysis.py`` (whole models against numpy and torch).
+and torch), ``benchmarks/analysis.py`` (whole models against numpy and torch) and
+``benchmarks/inverse.py`` (inverse maps against gradient descent).
 """
 
 from __future__ import annotations
@@ -60,6 +61,16 @@ def test_reconstruct_10000(benchmark, impl):
         benchmark(chain.reconstruct, y)
     else:
         benchmark(TorchChain.from_layers(layers).reconstruct, torch.from_numpy(y))
+
+
+def test_solve_1000(benchmark):
+    """Gauss-Newton through the forward map (the repair of out-of-range targets); its comparison
+    with gradient descent on the trained FCNN-5 is benchmarks/inverse.py."""
+    benchmark.group = "solve 1000 targets through 784-512-256-128-64-10 from other inputs"
+    chain = vsfast.Chain(fcnn5_like_chain())
+    rng = np.random.default_rng(1)
+    y = chain.forward(rng.random((1000, 784), dtype=np.float32))
+    benchmark(chain.solve, y, reference=rng.random((1000, 784), dtype=np.float32), reference_layers="all")
 
 
 @pytest.mark.parametrize("impl", ["vsfast", "torch"])

@@ -4,6 +4,7 @@ the range repair, gradient search for other models, and the target helpers."""
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from pathlib import Path
 
@@ -270,8 +271,14 @@ def test_resnet18_optimize_reaches_the_class_of_1000_targets(mnist_train):
     model = models.load("resnet18")
     sample = np.random.default_rng(0).choice(len(images), 10_000, replace=False)
     targets = class_targets(torch_outputs(model, images[sample]), labels[sample], high=np.linspace(50, 99, 100))
+    begin = time.perf_counter()
     result = invert(model, targets, reference="class-mean", data=mnist_train, max_iter=200, tol=1e-2)
+    seconds = time.perf_counter() - begin
     predicted = torch_outputs(model, result.inputs).argmax(axis=1)
-    assert np.mean(predicted == np.repeat(np.arange(10), 100)) >= 0.99
+    hits = np.mean(predicted == np.repeat(np.arange(10), 100))
+    print(f"\nResNet18, optimize, 1,000 targets: target class predicted for {hits:.1%}, relative output error "
+          f"median {np.median(result.error):.2e} (max {result.error.max():.2e}), {np.mean(result.reached):.1%} "
+          f"within tol 1e-2, median {np.median(result.iterations):.0f} iterations, {seconds:.0f} s")
+    assert hits >= 0.99
     assert np.median(result.error) < 0.1
     assert result.inputs.min() >= 0 and result.inputs.max() <= 1
