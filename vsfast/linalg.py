@@ -375,7 +375,7 @@ class Solution(NamedTuple):
 class Chain:
     """A network of layers ``h = act(h @ W.T + b)`` with every factor for going backwards
     precomputed: build it once, then :meth:`reconstruct` any number of targets at the cost of one
-    matrix product per layer.
+    matrix product per layer, and :meth:`solve` those whose preimage leaves an activation's range.
 
     Parameters
     ----------
