@@ -285,9 +285,13 @@ def test_solve_reaches_targets_beyond_the_chained_preimage(rng, dtype, bound):
         np.testing.assert_allclose(first.inputs, plain.inputs + kept, atol=1e-10)
 
 
-def test_solve_is_bitwise_independent_of_the_thread_count(rng):
-    layers = make_chain(rng, [30, 20, 12, 5], ["tanh", "selu", "identity"], dtype=np.float32)
-    y = forward_reference(layers, 3 * rng.standard_normal((300, 30))).astype(np.float32)  # 5 chunks
+@pytest.mark.parametrize("widths, acts", [
+    ([30, 20, 12, 5], ["tanh", "selu", "identity"]),  # 3 chunks of 128 targets
+    ([256, 256], ["tanh"]),  # wide outputs: chunks of 85 targets keep the Jacobians within 64 MiB
+])
+def test_solve_is_bitwise_independent_of_the_thread_count(rng, widths, acts):
+    layers = make_chain(rng, widths, acts, dtype=np.float32)
+    y = forward_reference(layers, 3 * rng.standard_normal((300, widths[0]))).astype(np.float32)
     chain = vsfast.Chain(layers)
     threads = vsfast.get_num_threads()
     try:

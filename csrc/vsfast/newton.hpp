@@ -7,9 +7,10 @@
 // the answer stays near the start, halved until the target's error drops. J is computed exactly
 // (from the output back, one matrix product per layer over a chunk of targets) at the start and
 // wherever a step from an estimated J failed; after each accepted step, Broyden's rank-one update
-// makes J map that step to the change of the outputs it caused, for the price of a matrix-vector
-// product instead of a pass over every layer per output. Targets run in chunks of fixed size, one
-// thread per chunk, so the results do not depend on the thread count.
+// makes J map that step to the change of the outputs it caused (and J J^T follows by a rank-two
+// update), for the price of a matrix-vector product instead of a pass over every layer per output.
+// Targets run in chunks whose size depends on the chain alone, one thread per chunk, so the
+// results do not depend on the thread count.
 #pragma once
 
 #include "blas.hpp"
@@ -355,9 +356,13 @@ class NewtonChunk {
 template <class T>
 void solve_chain(const Chain<T>& chain, const T* y, std::size_t rows, const T* reference, bool from_reference,
                  double tol, std::size_t max_iter, T* x, std::int64_t* steps, double* error) {
-  constexpr std::size_t chunk = 128;  // targets per thread's task: full-speed GEMMs, balanced threads
-  const std::size_t chunks = (rows + chunk - 1) / chunk, n = chain.input_dim(), m = chain.output_dim();
-  const std::size_t r = chain.ranks()[0];
+  const std::size_t n = chain.input_dim(), m = chain.output_dim(), r = chain.ranks()[0];
+  // Targets per thread's task: 128 keeps the GEMMs at full speed and the threads balanced; fewer
+  // where a target's Jacobian and Gram matrix would take more than 512 KiB (wide outputs). It
+  // depends on the chain alone, so the results do not depend on the thread count.
+  const std::size_t per_target = m * (r * sizeof(T) + m * sizeof(double)) + 1;
+  const std::size_t chunk = std::clamp<std::size_t>((std::size_t(64) << 20) / per_target, 1, 128);
+  const std::size_t chunks = (rows + chunk - 1) / chunk;
   if (r == 0) max_iter = 0;  // the first layer sees nothing of its input: nothing moves
   const int workers = static_cast<int>(std::min<std::size_t>(chunks, static_cast<std::size_t>(num_threads())));
   parallel_for(chunks, workers, [&](std::size_t i) {
