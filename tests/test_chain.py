@@ -251,7 +251,7 @@ def test_solve_step_is_the_minimum_norm_gauss_newton_step(rng, name):
                                / np.linalg.norm(y, axis=1), rtol=1e-6, atol=1e-15)
 
 
-@pytest.mark.parametrize("dtype, bound", [(np.float64, 1e-13), (np.float32, 2e-5)])  # 100 eps, the default tol
+@pytest.mark.parametrize("dtype, bound", [(np.float64, 1e-13), (np.float32, 2e-5)])  # the default tol, 100 eps, and rounding
 def test_solve_reaches_targets_beyond_the_chained_preimage(rng, dtype, bound):
     """Outputs of inputs deep in tanh's saturation: the chained preimage must clamp them, solve
     reaches them from a reference, moving only the first layer's row space."""
