@@ -373,7 +373,7 @@ def _solve(chain: Chain, y: np.ndarray, reference: np.ndarray | None, reference_
     one can be closer. With ``"all"``, only the targets on which Gauss-Newton stalled short of
     ``tol`` (a local minimum of the residual where activations saturate) get the second start.
     Returns (inputs, steps)."""
-    rounding = min(tol, 100 * float(np.finfo(chain.dtype).eps))
+    rounding = min(tol, chain.rounding_level)
     if reference is None:
         solved = chain.solve(y, tol=rounding, max_iter=max_iter)
         return solved.inputs, solved.steps

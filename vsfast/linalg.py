@@ -419,6 +419,11 @@ class Chain:
         return self._chain.input_dim
 
     @property
+    def rounding_level(self) -> float:
+        """The relative output error :meth:`solve` stops at by default: 100 eps of the dtype."""
+        return 100 * float(np.finfo(self.dtype).eps)
+
+    @property
     def output_dim(self) -> int:
         return self._chain.output_dim
 
@@ -479,14 +484,8 @@ class Chain:
         if reference_layers not in ("all", "first"):
             raise ValueError(f"reference_layers: expected 'all' or 'first', got {reference_layers!r}")
         y, wrap, single = self._rows(Y, "Y", self.output_dim)
-        ref = None
-        if reference is not None:
-            ref = self._rows(reference, "reference", self.input_dim, cast=True)[0]
-            if len(ref) == 1:
-                ref = np.repeat(ref, len(y), axis=0)
-            elif len(ref) != len(y):
-                raise ValueError(f"reference: expected 1 or {len(y)} rows, got {len(ref)}")
-        tol = 100 * float(np.finfo(self.dtype).eps) if tol is None else check_tolerance(tol, "tol")
+        ref = None if reference is None else self._rows(reference, "reference", self.input_dim, cast=True)[0]
+        tol = self.rounding_level if tol is None else check_tolerance(tol, "tol")
         x, steps, error = self._chain.solve(y, ref, reference_layers == "all", tol,
                                             check_int(max_iter, "max_iter", low=0, high=2**63 - 1))
         return Solution(wrap(x[0] if single else x), steps, error)

@@ -329,6 +329,40 @@ LayerSpec<T> layer_spec(std::size_t index, const py::array& w, const py::object&
   return spec;
 }
 
+// A 2-D array of the chain's dtype with `width` columns (`what`: the chain's input or output size).
+template <class T>
+MatrixShape chain_rows(const py::array& a, const char* name, std::size_t width, const char* what) {
+  const MatrixShape s = matrix_shape(a, name, false);
+  if (!has_dtype<T>(a)) throw py::type_error(std::string(name) + ": expected the chain's dtype");
+  if (s.cols != width)
+    throw std::invalid_argument(std::string(name) + ": expected " + std::to_string(width) + " columns (" + what +
+                                "), got shape " + shape_str(a));
+  return s;
+}
+
+// A chain's optional reference inputs: none, one row, or one per target.
+template <class T>
+struct ChainReference {
+  py::array array;  // keeps the data alive
+  const T* data = nullptr;
+  std::size_t rows = 0;
+};
+
+template <class T>
+ChainReference<T> chain_reference(const py::object& reference, std::size_t targets, std::size_t width) {
+  ChainReference<T> r;
+  if (reference.is_none()) return r;
+  r.array = reference.cast<py::array>();
+  const MatrixShape s = matrix_shape(r.array, "reference", false);
+  if (!has_dtype<T>(r.array)) throw py::type_error("reference: expected the chain's dtype");
+  if (s.cols != width || (s.rows != 1 && s.rows != targets))
+    throw std::invalid_argument("reference: expected 1 or " + std::to_string(targets) + " rows of " +
+                                std::to_string(width) + " values, got shape " + shape_str(r.array));
+  r.data = cdata<T>(r.array);
+  r.rows = s.rows;
+  return r;
+}
+
 template <class T>
 void bind_chain(py::module_& m, const char* name) {
   using C = Chain<T>;
@@ -353,24 +387,8 @@ void bind_chain(py::module_& m, const char* name) {
       .def(
           "reconstruct",
           [](const C& chain, const py::array& y, const py::object& reference, bool every_layer) {
-            const MatrixShape s = matrix_shape(y, "Y", false);
-            if (!has_dtype<T>(y)) throw py::type_error("Y: expected the chain's dtype");
-            if (s.cols != chain.output_dim())
-              throw std::invalid_argument("Y: expected " + std::to_string(chain.output_dim()) +
-                                          " columns (the chain's output size), got shape " + shape_str(y));
-            const T* pref = nullptr;
-            std::size_t ref_rows = 0;
-            py::array ref;
-            if (!reference.is_none()) {
-              ref = reference.cast<py::array>();
-              const MatrixShape rs = matrix_shape(ref, "reference", false);
-              if (!has_dtype<T>(ref)) throw py::type_error("reference: expected the chain's dtype");
-              if (rs.cols != chain.input_dim() || (rs.rows != 1 && rs.rows != s.rows))
-                throw std::invalid_argument("reference: expected 1 or " + std::to_string(s.rows) + " rows of " +
-                                            std::to_string(chain.input_dim()) + " values, got shape " + shape_str(ref));
-              pref = cdata<T>(ref);
-              ref_rows = rs.rows;
-            }
+            const MatrixShape s = chain_rows<T>(y, "Y", chain.output_dim(), "the chain's output size");
+            const ChainReference<T> ref = chain_reference<T>(reference, s.rows, chain.input_dim());
             auto x = empty_array<T>({py::ssize_t(s.rows), py::ssize_t(chain.input_dim())});
             std::vector<std::size_t> clamped;
             const T* py_ = cdata<T>(y);
@@ -378,8 +396,8 @@ void bind_chain(py::module_& m, const char* name) {
             {
               py::gil_scoped_release release;
               require_finite(py_, s.rows * s.cols, "Y");
-              if (pref) require_finite(pref, ref_rows * chain.input_dim(), "reference");
-              chain.reconstruct(py_, s.rows, pref, ref_rows, every_layer, px, clamped);
+              if (ref.data) require_finite(ref.data, ref.rows * chain.input_dim(), "reference");
+              chain.reconstruct(py_, s.rows, ref.data, ref.rows, every_layer, px, clamped);
               require_representable(px, s.rows * chain.input_dim(), "the reconstructed input");
             }
             return py::make_tuple(x, clamped);
@@ -389,22 +407,8 @@ void bind_chain(py::module_& m, const char* name) {
           "solve",
           [](const C& chain, const py::array& y, const py::object& reference, bool from_reference, double tol,
              std::size_t max_iter) {
-            const MatrixShape s = matrix_shape(y, "Y", false);
-            if (!has_dtype<T>(y)) throw py::type_error("Y: expected the chain's dtype");
-            if (s.cols != chain.output_dim())
-              throw std::invalid_argument("Y: expected " + std::to_string(chain.output_dim()) +
-                                          " columns (the chain's output size), got shape " + shape_str(y));
-            const T* pref = nullptr;
-            py::array ref;
-            if (!reference.is_none()) {
-              ref = reference.cast<py::array>();
-              const MatrixShape rs = matrix_shape(ref, "reference", false);
-              if (!has_dtype<T>(ref)) throw py::type_error("reference: expected the chain's dtype");
-              if (rs.rows != s.rows || rs.cols != chain.input_dim())
-                throw std::invalid_argument("reference: expected " + std::to_string(s.rows) + " rows of " +
-                                            std::to_string(chain.input_dim()) + " values, got shape " + shape_str(ref));
-              pref = cdata<T>(ref);
-            }
+            const MatrixShape s = chain_rows<T>(y, "Y", chain.output_dim(), "the chain's output size");
+            const ChainReference<T> ref = chain_reference<T>(reference, s.rows, chain.input_dim());
             if (!(tol >= 0) || !std::isfinite(tol))
               throw std::invalid_argument("tol: expected a finite number >= 0, got " + std::to_string(tol));
             auto x = empty_array<T>({py::ssize_t(s.rows), py::ssize_t(chain.input_dim())});
@@ -417,8 +421,8 @@ void bind_chain(py::module_& m, const char* name) {
             {
               py::gil_scoped_release release;
               require_finite(py_, s.rows * s.cols, "Y");
-              if (pref) require_finite(pref, s.rows * chain.input_dim(), "reference");
-              solve_chain(chain, py_, s.rows, pref, from_reference, tol, max_iter, px, psteps, perror);
+              if (ref.data) require_finite(ref.data, ref.rows * chain.input_dim(), "reference");
+              solve_chain(chain, py_, s.rows, ref.data, ref.rows, from_reference, tol, max_iter, px, psteps, perror);
               require_representable(px, s.rows * chain.input_dim(), "the solved input");
               // Steps are taken only where the error drops: a non-finite one is the start's.
               if (!std::all_of(perror, perror + s.rows, [](double e) { return std::isfinite(e); }))
@@ -430,11 +434,7 @@ void bind_chain(py::module_& m, const char* name) {
       .def(
           "forward",
           [](const C& chain, const py::array& x) {
-            const MatrixShape s = matrix_shape(x, "X", false);
-            if (!has_dtype<T>(x)) throw py::type_error("X: expected the chain's dtype");
-            if (s.cols != chain.input_dim())
-              throw std::invalid_argument("X: expected " + std::to_string(chain.input_dim()) +
-                                          " columns (the chain's input size), got shape " + shape_str(x));
+            const MatrixShape s = chain_rows<T>(x, "X", chain.input_dim(), "the chain's input size");
             auto y = empty_array<T>({py::ssize_t(s.rows), py::ssize_t(chain.output_dim())});
             const T* px = cdata<T>(x);
             T* py_ = y.mutable_data();

@@ -30,13 +30,17 @@ namespace vsfast {
 
 namespace detail {
 
-// Euclidean norm of n doubles, scaled by the largest magnitude so no square overflows.
-inline double scaled_norm(const double* v, std::size_t n) {
+// Euclidean norm of n values, in float64, scaled by the largest magnitude so no square overflows.
+template <class V>
+double scaled_norm(const V* v, std::size_t n) {
   double peak = 0;
-  for (std::size_t i = 0; i < n; ++i) peak = std::max(peak, std::abs(v[i]));
+  for (std::size_t i = 0; i < n; ++i) peak = std::max(peak, std::abs(static_cast<double>(v[i])));
   if (!(peak > 0) || !std::isfinite(peak)) return peak;
   double sum = 0;
-  for (std::size_t i = 0; i < n; ++i) sum += (v[i] / peak) * (v[i] / peak);
+  for (std::size_t i = 0; i < n; ++i) {
+    const double scaled = static_cast<double>(v[i]) / peak;
+    sum += scaled * scaled;
+  }
   return std::sqrt(sum) * peak;
 }
 
@@ -57,11 +61,7 @@ class NewtonChunk {
                   static_cast<blas_int>(first.m));
     add_bias(first, z0_start_.data(), count);
     y_norm_.resize(count);
-    std::vector<double> row(out_);
-    for (std::size_t t = 0; t < count; ++t) {
-      std::copy(y + t * out_, y + (t + 1) * out_, row.begin());
-      y_norm_[t] = detail::scaled_norm(row.data(), out_);
-    }
+    for (std::size_t t = 0; t < count; ++t) y_norm_[t] = detail::scaled_norm(y + t * out_, out_);
     c_.assign(count * r_, T(0));
     steps_.assign(count, 0);
   }
@@ -349,13 +349,13 @@ class NewtonChunk {
 
 // Inputs x (rows x inputs) whose chain outputs are y (rows x outputs), to a relative error of tol
 // where the iteration gets there within max_iter steps; the steps taken and the relative output
-// error reached per target. Every x keeps the part of its reference (rows x inputs, or none: 0)
-// in the first layer's rejected space; its part in the row space starts at the reference's with
+// error reached per target. Every x keeps the part of its reference (ref_rows x inputs, 1 or
+// `rows` rows, or none: 0) in the first layer's rejected space; its part in the row space starts at the reference's with
 // `from_reference` (then x stays near the reference), else at 0 (x stays near the minimum-norm
 // answer plus that rejected part).
 template <class T>
-void solve_chain(const Chain<T>& chain, const T* y, std::size_t rows, const T* reference, bool from_reference,
-                 double tol, std::size_t max_iter, T* x, std::int64_t* steps, double* error) {
+void solve_chain(const Chain<T>& chain, const T* y, std::size_t rows, const T* reference, std::size_t ref_rows,
+                 bool from_reference, double tol, std::size_t max_iter, T* x, std::int64_t* steps, double* error) {
   const std::size_t n = chain.input_dim(), m = chain.output_dim(), r = chain.ranks()[0];
   // Targets per thread's task: 128 keeps the GEMMs at full speed and the threads balanced; fewer
   // where a target's Jacobian and Gram matrix would take more than 512 KiB (wide outputs). It
@@ -369,7 +369,8 @@ void solve_chain(const Chain<T>& chain, const T* y, std::size_t rows, const T* r
     const std::size_t begin = i * chunk, count = std::min(chunk, rows - begin);
     std::vector<T> start(count * n, T(0));
     if (reference) {
-      std::copy(reference + begin * n, reference + (begin + count) * n, start.begin());
+      for (std::size_t t = 0; t < count; ++t)
+        std::copy_n(reference + (ref_rows == 1 ? 0 : begin + t) * n, n, start.begin() + static_cast<std::ptrdiff_t>(t * n));
       if (!from_reference) {  // keep the rejected part: start - V V^T start
         std::vector<T> signal(count * n), rejected(count * n);
         project_rowmajor(start.data(), count, n, chain.signal_rows(0).data(), r, signal.data(), rejected.data());
