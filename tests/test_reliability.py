@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -38,6 +39,55 @@ def test_eight_threads_at_once_match_serial_calls(workload):
     for result in results:
         for got, want in zip(result, serial):
             np.testing.assert_array_equal(got, want)
+
+
+@pytest.fixture
+def two_threads():
+    """vsfast on two threads for one test, whatever the machine has: the parallel regions below
+    then run on its pool of workers (or, for a concurrent caller, on threads of their own)."""
+    before = vsfast.get_num_threads()
+    vsfast.set_num_threads(2)
+    yield
+    vsfast.set_num_threads(before)
+
+
+def parallel_workload():
+    """An rsvd and a projection large enough for every step to run in parallel."""
+    a = np.random.default_rng(5).standard_normal((300, 2500)).astype(np.float32)
+    u, s, vh = vsfast.rsvd(a, 32, seed=1)
+    signal, residual = vsfast.project(a, vsfast.spaces(a[:64]))
+    return u, s, vh, signal, residual
+
+
+def test_concurrent_callers_share_the_workers_and_match_serial_calls(two_threads):
+    serial = parallel_workload()
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda _: parallel_workload(), range(12)))
+    for result in results:
+        for got, want in zip(result, serial):
+            np.testing.assert_array_equal(got, want)
+
+
+def _child_workload(conn):
+    conn.send(parallel_workload())
+    conn.close()
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="needs fork()")
+def test_a_forked_child_gets_workers_of_its_own(two_threads):
+    """A child of fork() has none of its parent's worker threads: it must start its own rather
+    than wait for threads that do not exist."""
+    parent = parallel_workload()  # the parent's workers exist from here on
+    ctx = multiprocessing.get_context("fork")
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_child_workload, args=(send,), daemon=True)
+    child.start()
+    assert receive.poll(60), "the forked child did not finish its workload"
+    result = receive.recv()
+    child.join(30)
+    assert child.exitcode == 0
+    for got, want in zip(result, parent):
+        np.testing.assert_array_equal(got, want)
 
 
 def resident_bytes() -> int:

@@ -7,11 +7,18 @@
 
 #include "blas.hpp"
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstddef>
+#include <cstdint>
 #include <cstdlib>
 #include <exception>
+#include <functional>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -48,6 +55,112 @@ inline void init_threads() {
   set_blas_threads(1);
 }
 
+namespace detail {
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+// Threads kept between parallel regions. Starting a thread, or waking a sleeping one, takes
+// 0.1-0.2 ms on a virtual machine: as long as many of the regions of one rsvd or chain call, which
+// then ran nearly serially. Workers therefore spin for 2 ms after each region, long enough to
+// cover the serial steps between the regions of one call (a Cholesky factorisation, a small SVD),
+// before they sleep. One caller uses the pool at a time; a concurrent caller gets `false` and
+// starts threads of its own.
+class WorkerPool {
+ public:
+  // Run body() on `helpers` pool threads and on the calling thread; body must not throw.
+  bool try_run(int helpers, const std::function<void()>& body) {
+    std::unique_lock<std::mutex> owner(busy_, std::try_to_lock);
+    if (!owner || helpers > kMaxHelpers) return false;
+    grow(helpers);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      body_ = &body;
+      running_.store(helpers, std::memory_order_relaxed);
+      // The generation and the number of helpers wanted change in one atomic store, so a worker
+      // that is late for one region can never take part in it with the next region's count.
+      const std::uint64_t generation = (state_.load(std::memory_order_relaxed) >> kHelperBits) + 1;
+      state_.store(generation << kHelperBits | static_cast<std::uint64_t>(helpers), std::memory_order_release);
+    }
+    wake_.notify_all();
+    body();
+    for (int spins = 0; running_.load(std::memory_order_acquire) > 0; ++spins) {
+      if (spins < 1 << 14)
+        cpu_relax();
+      else
+        std::this_thread::yield();  // a helper was descheduled
+    }
+    return true;
+  }
+
+ private:
+  static constexpr int kHelperBits = 16;
+  static constexpr int kMaxHelpers = (1 << kHelperBits) - 1;
+  static constexpr std::chrono::microseconds kSpin{2000};
+
+  void grow(int helpers) {
+    while (static_cast<int>(threads_) < helpers) {
+      // A new worker starts from the current state, so it waits for the next region.
+      std::thread(&WorkerPool::work, this, static_cast<int>(threads_), state_.load()).detach();
+      ++threads_;
+    }
+  }
+
+  [[noreturn]] void work(int index, std::uint64_t seen) {
+    inside_parallel_region() = true;
+    for (;;) {
+      seen = await_change(seen);
+      if (index < static_cast<int>(seen & kMaxHelpers)) {
+        (*body_)();
+        running_.fetch_sub(1, std::memory_order_release);
+      }
+    }
+  }
+
+  std::uint64_t await_change(std::uint64_t seen) {
+    const auto until = std::chrono::steady_clock::now() + kSpin;
+    for (int spins = 1;; ++spins) {
+      const std::uint64_t now = state_.load(std::memory_order_acquire);
+      if (now != seen) return now;
+      cpu_relax();
+      if (spins % 1024 == 0 && std::chrono::steady_clock::now() > until) break;
+    }
+    std::unique_lock<std::mutex> lock(mutex_);
+    wake_.wait(lock, [&] { return state_.load(std::memory_order_acquire) != seen; });
+    return state_.load(std::memory_order_acquire);
+  }
+
+  std::mutex busy_;   // held by the caller whose region the pool runs
+  std::mutex mutex_;  // with wake_: sleeping workers
+  std::condition_variable wake_;
+  std::atomic<std::uint64_t> state_{0};  // generation << kHelperBits | helpers wanted
+  std::atomic<int> running_{0};          // helpers still inside the current region
+  const std::function<void()>* body_ = nullptr;
+  std::size_t threads_ = 0;
+};
+
+// The process's pool. Never destroyed: its detached workers may outlive static destructors. A
+// child of fork() has none of its parent's threads and gets a new, empty pool.
+inline std::atomic<WorkerPool*>& pool_slot() {
+  static std::atomic<WorkerPool*> slot{nullptr};
+  return slot;
+}
+
+inline WorkerPool& worker_pool() {
+  static const bool created = [] {
+    pool_slot().store(new WorkerPool);
+    pthread_atfork(nullptr, nullptr, [] { pool_slot().store(new WorkerPool); });
+    return true;
+  }();
+  (void)created;
+  return *pool_slot().load();
+}
+
+}  // namespace detail
+
 // Call fn(i) for every i in [0, count), on up to `workers` threads. Nested calls run serially.
 // The first exception thrown by any item is rethrown here once all threads have stopped.
 template <class Fn>
@@ -61,26 +174,29 @@ void parallel_for(std::size_t count, int workers, Fn&& fn) {
   std::atomic<std::size_t> next{0};
   std::atomic<bool> failed{false};
   std::exception_ptr error;
-  auto run = [&] {
+  const std::function<void()> run = [&] {
+    const bool was_inside = detail::inside_parallel_region();
     detail::inside_parallel_region() = true;
     try {
       for (std::size_t i; !failed.load() && (i = next.fetch_add(1)) < count;) fn(i);
     } catch (...) {
       if (!failed.exchange(true)) error = std::current_exception();
     }
-    detail::inside_parallel_region() = false;
+    detail::inside_parallel_region() = was_inside;
   };
-  std::vector<std::thread> pool;
-  pool.reserve(static_cast<std::size_t>(workers - 1));
-  try {
-    for (int t = 1; t < workers; ++t) pool.emplace_back(run);
-  } catch (...) {
-    failed = true;  // could not start a thread: let the started ones stop, then report
+  if (!detail::worker_pool().try_run(workers - 1, run)) {
+    std::vector<std::thread> pool;
+    pool.reserve(static_cast<std::size_t>(workers - 1));
+    try {
+      for (int t = 1; t < workers; ++t) pool.emplace_back(run);
+    } catch (...) {
+      failed = true;  // could not start a thread: let the started ones stop, then report
+      for (auto& th : pool) th.join();
+      throw;
+    }
+    run();
     for (auto& th : pool) th.join();
-    throw;
   }
-  run();
-  for (auto& th : pool) th.join();
   if (error) std::rethrow_exception(error);
 }
 
@@ -132,14 +248,30 @@ void gemm_rowmajor(bool ta, bool tb, blas_int m, blas_int n, blas_int k, T alpha
   gemm(tb, ta, n, m, k, alpha, b, ldb, a, lda, beta, c, ldc);
 }
 
-// b (m x n, column-major) <- b r^-1 for the upper-triangular n x n r, in blocks of rows.
-template <class T>
-void trsm_right_upper(blas_int m, blas_int n, const T* r, blas_int ldr, T* b, blas_int ldb) {
+// fn(begin, len) over the rows of a column-major m x n matrix in blocks of kBlock rows, for a
+// triangular operation with an n x n factor.
+template <class Fn>
+void triangular_row_blocks(blas_int m, blas_int n, Fn&& fn) {
   const std::size_t blocks = block_count(static_cast<std::size_t>(m));
   parallel_for(blocks, workers_for(1.0 * m * n * n, blocks), [&](std::size_t i) {
     const std::size_t begin = i * kBlock;
-    const blas_int len = static_cast<blas_int>(std::min(kBlock, static_cast<std::size_t>(m) - begin));
+    fn(begin, static_cast<blas_int>(std::min(kBlock, static_cast<std::size_t>(m) - begin)));
+  });
+}
+
+// b (m x n, column-major) <- b r^-1 for the upper-triangular n x n r, in blocks of rows.
+template <class T>
+void trsm_right_upper(blas_int m, blas_int n, const T* r, blas_int ldr, T* b, blas_int ldb) {
+  triangular_row_blocks(m, n, [&](std::size_t begin, blas_int len) {
     blas_trsm_right_upper(len, n, r, ldr, b + begin, ldb);
+  });
+}
+
+// b (m x n, column-major) <- b r for the upper-triangular n x n r, in blocks of rows.
+template <class T>
+void trmm_right_upper(blas_int m, blas_int n, const T* r, blas_int ldr, T* b, blas_int ldb) {
+  triangular_row_blocks(m, n, [&](std::size_t begin, blas_int len) {
+    blas_trmm_right_upper(len, n, r, ldr, b + begin, ldb);
   });
 }
 

@@ -31,7 +31,7 @@ struct RsvdParams {
 
 template <class T>
 struct RsvdWorkspace {
-  std::vector<T> y, z, ub, vbt, s, scaled;
+  std::vector<T> y, z, ub, vbt, w, s, scaled;
   OrthWorkspace<T> orth;
 };
 
@@ -71,10 +71,11 @@ void rsvd_rowmajor(const T* a, std::size_t m, std::size_t n, const RsvdParams& p
 
   // Y = M Omega, then alternate Z = M^T Y and Y = M Z, re-basing each.
   // Intermediate bases only need to be well conditioned; the last one, which B is built on,
-  // must be orthonormal to working precision.
+  // must be orthonormal to working precision: Y = Q R2 with R2 left to apply to smaller matrices.
+  bool r2_pending = false;
   auto sharpen = [&](T* x, blas_int rows, bool last) {
     if (last)
-      orthonormalize(x, rows, bsk, rows, ws.orth);
+      r2_pending = orthonormalize_but_factor(x, rows, bsk, rows, ws.orth);
     else
       condition_basis(x, rows, bsk, rows, ws.orth);
   };
@@ -87,21 +88,28 @@ void rsvd_rowmajor(const T* a, std::size_t m, std::size_t n, const RsvdParams& p
     sharpen(ws.y.data(), bl, it + 1 == p.power_iters);
   }
 
-  // B^T = M^T Y (short x l); its SVD Ub S Vbt gives M ~ Y B = (Y Vbt^T) S Ub^T.
+  // B^T = M^T Q = (M^T Y) R2^-1 (short x l); its SVD Ub S Vbt gives M ~ Q B = (Q Vbt^T) S Ub^T,
+  // where Q Vbt^T = Y W for the l x k matrix W = R2^-1 Vbt^T (first k columns).
   gemm(!t, false, bs, bsk, bl, T(1), a, lda, ws.y.data(), bl, T(0), ws.z.data(), bs);
-  check_lapack(gesdd(bs, bsk, ws.z.data(), bs, ws.s.data(), ws.ub.data(), bs, ws.vbt.data(), bsk), "gesdd");
+  const T* r2 = ws.orth.gram.data();
+  if (r2_pending) trsm_right_upper(bs, bsk, r2, bsk, ws.z.data(), bs);
+  svd_tall(ws.z.data(), bs, bsk, ws.s.data(), ws.ub.data(), ws.vbt.data(), ws.orth);
   std::copy(ws.s.begin(), ws.s.begin() + static_cast<std::ptrdiff_t>(p.k), s);
+  ws.w.resize(l * p.k);
+  for (std::size_t j = 0; j < p.k; ++j)
+    for (std::size_t i = 0; i < l; ++i) ws.w[i + j * l] = ws.vbt[j + i * l];
+  if (r2_pending) blas_trsm_left_upper(bsk, bk, r2, bsk, ws.w.data(), bsk);
 
   if (!t) {
     // M = a^T: row-major u (stored as column-major k x m) is the transpose of Ub's first k
-    // columns; row-major vh (column-major n x k) is Y Vbt^T restricted to k columns.
+    // columns; row-major vh (column-major n x k) is Y W.
     for (std::size_t i = 0; i < m; ++i)
       for (std::size_t j = 0; j < p.k; ++j) u[j + i * p.k] = ws.ub[i + j * m];
-    gemm(false, true, bl, bk, bsk, T(1), ws.y.data(), bl, ws.vbt.data(), bsk, T(0), vh, bl);
+    gemm(false, false, bl, bk, bsk, T(1), ws.y.data(), bl, ws.w.data(), bsk, T(0), vh, bl);
   } else {
-    // M = a: row-major u (column-major k x m) is the first k rows of (Y Vbt^T)^T = Vbt Y^T;
-    // row-major vh (column-major n x k) is Ub's first k columns.
-    gemm(false, true, bk, bl, bsk, T(1), ws.vbt.data(), bsk, ws.y.data(), bl, T(0), u, bk);
+    // M = a: row-major u (column-major k x m) is (Y W)^T = W^T Y^T; row-major vh (column-major
+    // n x k) is Ub's first k columns.
+    gemm(true, true, bk, bl, bsk, T(1), ws.w.data(), bsk, ws.y.data(), bl, T(0), u, bk);
     std::copy(ws.ub.begin(), ws.ub.begin() + static_cast<std::ptrdiff_t>(n * p.k), vh);
   }
 }

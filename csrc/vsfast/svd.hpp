@@ -41,7 +41,8 @@ void orthonormalize_householder(T* a, blas_int m, blas_int n, blas_int lda, std:
 
 template <class T>
 struct OrthWorkspace {
-  std::vector<T> backup, gram, tau;
+  std::vector<T> backup, gram, first, tau, small_u;
+  std::vector<double> in64, u64, s64, vt64;
 };
 
 // Frobenius distance from the identity of the symmetric n x n matrix whose upper triangle is g.
@@ -56,44 +57,95 @@ double identity_defect(const std::vector<T>& g, blas_int n) {
   return std::sqrt(sum);
 }
 
-// a <- a R^-1 for the Cholesky factor R of the Gram matrix held in gram (overwritten). Returns
-// false when the Gram matrix is not numerically positive definite.
+// gram <- the Cholesky factor R of a's Gram matrix (upper triangle only). False when that
+// matrix is not numerically positive definite.
 template <class T>
-bool cholesky_qr_step(T* a, blas_int m, blas_int n, blas_int lda, std::vector<T>& gram) {
-  if (potrf_upper(n, gram.data(), n) != 0) return false;
-  trsm_right_upper(m, n, gram.data(), n, a, lda);
-  return true;
+bool gram_factor(const T* a, blas_int m, blas_int n, blas_int lda, std::vector<T>& gram) {
+  gram.resize(static_cast<std::size_t>(n) * n);
+  vsfast::gram(m, n, a, lda, gram.data());
+  return potrf_upper(n, gram.data(), n) == 0;
 }
 
 // A well-conditioned basis of the column space of a (m >= n), in place: one Cholesky QR pass,
 // or Householder QR when the Gram matrix is not numerically positive definite. Its columns are
 // orthonormal to about eps * cond(a)^2 only, which is all a power iteration's next product needs:
-// the span is what carries forward.
+// the span is what carries forward, and that product damps whatever error lies outside the
+// dominant subspace. So R^-1 is formed explicitly and applied by a triangular multiply, twice the
+// speed of OpenBLAS's triangular solve, whose smaller rounding error only a final basis needs.
 template <class T>
 void condition_basis(T* a, blas_int m, blas_int n, blas_int lda, OrthWorkspace<T>& ws) {
-  ws.gram.resize(static_cast<std::size_t>(n) * n);
-  vsfast::gram(m, n, a, lda, ws.gram.data());
-  // A failed Cholesky factorisation leaves a untouched: no copy to restore from.
-  if (!cholesky_qr_step(a, m, n, lda, ws.gram)) orthonormalize_householder(a, m, n, lda, ws.tau);
+  // A failed factorisation leaves a untouched: no copy to restore from.
+  if (gram_factor(a, m, n, lda, ws.gram) && trtri_upper(n, ws.gram.data(), n) == 0)
+    trmm_right_upper(m, n, ws.gram.data(), n, a, lda);
+  else
+    orthonormalize_householder(a, m, n, lda, ws.tau);
 }
 
-// Orthonormal basis of the column space of the tall m x n column-major a (m >= n), in place.
-// CholeskyQR2 (Yamamoto et al., ETNA 44, 2015) runs at matrix-product speed and is as accurate as
-// Householder QR once the first pass leaves a nearly orthonormal matrix: the Gram matrix of that
-// pass's result, which the second pass needs anyway, tells. When it is more than 1/2 from the
-// identity (a condition number beyond about eps^-1/2), or a Cholesky factorisation fails, the
-// Householder QR of the saved input is used instead.
+// CholeskyQR2 (Yamamoto et al., ETNA 44, 2015) of the tall column-major m x n a (m >= n), short
+// of its last step: a = Q R2 R1 with Q orthonormal; a is left holding Q R2, the upper-triangular
+// factors in ws.first (R1, its lower triangle zero) and ws.gram (R2, upper triangle only). It runs
+// at matrix-product speed and is as accurate as Householder QR once the first pass leaves a nearly
+// orthonormal matrix, which the Gram matrix of its result tells: when that is more than 1/2 from
+// the identity (a condition number beyond about eps^-1/2), or a factorisation fails, a is
+// restored and the result is false.
 template <class T>
-void orthonormalize(T* a, blas_int m, blas_int n, blas_int lda, OrthWorkspace<T>& ws) {
+bool cholesky_qr2(T* a, blas_int m, blas_int n, blas_int lda, OrthWorkspace<T>& ws) {
   ws.backup.assign(a, a + static_cast<std::size_t>(lda) * n);
-  ws.gram.resize(static_cast<std::size_t>(n) * n);
-  vsfast::gram(m, n, a, lda, ws.gram.data());
-  if (cholesky_qr_step(a, m, n, lda, ws.gram)) {
+  if (gram_factor(a, m, n, lda, ws.gram)) {
+    trsm_right_upper(m, n, ws.gram.data(), n, a, lda);
+    ws.first = ws.gram;
+    for (std::size_t j = 0; j < static_cast<std::size_t>(n); ++j)
+      std::fill_n(ws.first.begin() + static_cast<std::ptrdiff_t>(j * n + j + 1), n - 1 - j, T(0));
     vsfast::gram(m, n, a, lda, ws.gram.data());
-    if (identity_defect(ws.gram, n) < 0.5 && cholesky_qr_step(a, m, n, lda, ws.gram)) return;
+    if (identity_defect(ws.gram, n) < 0.5 && potrf_upper(n, ws.gram.data(), n) == 0) return true;
   }
   std::copy(ws.backup.begin(), ws.backup.end(), a);
+  return false;
+}
+
+// Orthonormal basis Q of the column space of the tall m x n column-major a (m >= n), up to one
+// upper-triangular factor: a <- Q R2. Returns true with R2 in ws.gram (CholeskyQR2, its last
+// solve left to the caller, who applies R2^-1 to whichever of its next operands is smaller), or
+// false with a = Q (Householder QR, when CholeskyQR2 cannot be trusted).
+template <class T>
+bool orthonormalize_but_factor(T* a, blas_int m, blas_int n, blas_int lda, OrthWorkspace<T>& ws) {
+  if (cholesky_qr2(a, m, n, lda, ws)) return true;
   orthonormalize_householder(a, m, n, lda, ws.tau);
+  return false;
+}
+
+// Thin SVD of the column-major m x n a (m >= n) computed in float64 and returned as T: s (n),
+// u (m x n, leading dimension m), vt (n x n). sgesdd's divide and conquer returns small singular
+// values with errors up to ~64 eps ||a|| (OpenBLAS 0.3.34; sgesvd and dgesdd stay near eps ||a||),
+// which would put a spurious singular value at the rounding level of float32 into rsvd's results.
+template <class T>
+void svd_in_double(const T* a, blas_int m, blas_int n, T* s, T* u, T* vt, OrthWorkspace<T>& ws) {
+  const std::size_t mn = static_cast<std::size_t>(m) * n, nn = static_cast<std::size_t>(n) * n;
+  ws.in64.assign(a, a + mn);
+  ws.u64.resize(mn);
+  ws.s64.resize(static_cast<std::size_t>(n));
+  ws.vt64.resize(nn);
+  check_lapack(gesdd(m, n, ws.in64.data(), m, ws.s64.data(), ws.u64.data(), m, ws.vt64.data(), n), "gesdd");
+  std::copy(ws.u64.begin(), ws.u64.end(), u);
+  std::copy(ws.s64.begin(), ws.s64.end(), s);
+  std::copy(ws.vt64.begin(), ws.vt64.end(), vt);
+}
+
+// Thin SVD of the tall column-major m x n a (destroyed): s (n), u (m x n, leading dimension m),
+// vt (n x n). For m >= 2n, CholeskyQR2 first reduces a to its n x n triangular factor
+// R = R2 R1, whose SVD is a fraction of the work on a, and u = Q U_R; otherwise, or when
+// CholeskyQR2 cannot be trusted, the SVD of a itself.
+template <class T>
+void svd_tall(T* a, blas_int m, blas_int n, T* s, T* u, T* vt, OrthWorkspace<T>& ws) {
+  if (m >= 2 * n && cholesky_qr2(a, m, n, m, ws)) {
+    trsm_right_upper(m, n, ws.gram.data(), n, a, m);
+    blas_trmm_left_upper(n, n, ws.gram.data(), n, ws.first.data(), n);
+    ws.small_u.resize(static_cast<std::size_t>(n) * n);
+    svd_in_double(ws.first.data(), n, n, s, ws.small_u.data(), vt, ws);
+    gemm(false, false, m, n, n, T(1), a, m, ws.small_u.data(), n, T(0), u, m);
+    return;
+  }
+  svd_in_double(a, m, n, s, u, vt, ws);
 }
 
 // Orthonormal basis of the orthogonal complement of r orthonormal rows of length n (row-major
