@@ -58,7 +58,11 @@ def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
         print("| " + " | ".join(row) + " |")
 
 
-def median_time(fn, rounds: int, warmup: int = 1) -> float:
+def median_time(fn, rounds: int, warmup: int = 1, settle: float = 0.3) -> float:
+    """Median wall time of ``rounds`` calls after ``warmup`` ones. It first waits ``settle``
+    seconds: OpenBLAS's and OpenMP's threads spin for up to about 0.1 s after their last call, and
+    would otherwise share the cores with the first rounds of whatever is timed next."""
+    time.sleep(settle)
     for _ in range(warmup):
         fn()
     times = []

@@ -185,9 +185,10 @@ py::object rsvd(const py::array& a, long long k, long long oversample, long long
       const std::vector<double> largest = require_finite_matrices(in, s.batch, s.rows * s.cols, "A");
       const std::vector<T> omega = gaussian_sketch<T>(s.rows, s.cols, params);
       parallel_for(s.batch, batch_workers(s.batch), [&](std::size_t b) {
-        RsvdWorkspace<T> ws;
-        rsvd_scaled_rowmajor(in + b * s.rows * s.cols, s.rows, s.cols, largest[b], params, omega.data(),
-                             pu + b * s.rows * params.k, ps + b * params.k, pv + b * params.k * s.cols, ws);
+        with_thread_workspace<T>([&](RsvdWorkspace<T>& ws) {
+          rsvd_scaled_rowmajor(in + b * s.rows * s.cols, s.rows, s.cols, largest[b], params, omega.data(),
+                               pu + b * s.rows * params.k, ps + b * params.k, pv + b * params.k * s.cols, ws);
+        });
       });
       require_representable(ps, s.batch * params.k, "A's largest singular value");
     }

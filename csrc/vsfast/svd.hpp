@@ -39,10 +39,18 @@ void orthonormalize_householder(T* a, blas_int m, blas_int n, blas_int lda, std:
   check_lapack(orgqr(m, n, n, a, lda, tau.data()), "orgqr");
 }
 
+// The bytes held by some vectors' buffers.
+template <class... V>
+std::size_t buffer_bytes(const V&... v) {
+  return (std::size_t{0} + ... + (v.capacity() * sizeof(typename V::value_type)));
+}
+
 template <class T>
 struct OrthWorkspace {
   std::vector<T> backup, gram, first, tau, small_u;
   std::vector<double> in64, u64, s64, vt64;
+
+  std::size_t bytes() const { return buffer_bytes(backup, gram, first, tau, small_u, in64, u64, s64, vt64); }
 };
 
 // Frobenius distance from the identity of the symmetric n x n matrix whose upper triangle is g.
