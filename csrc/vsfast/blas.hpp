@@ -119,28 +119,12 @@ inline void blas_trsm_left_upper(blas_int m, blas_int n, const double* r, blas_i
   scipy_cblas_dtrsm(CblasColMajor, CblasLeft, CblasUpper, CblasNoTrans, CblasNonUnit, m, n, 1.0, r, ldr, b, ldb);
 }
 
-// b (m x n) <- b r for the upper-triangular n x n r.
-inline void blas_trmm_right_upper(blas_int m, blas_int n, const float* r, blas_int ldr, float* b, blas_int ldb) {
-  scipy_cblas_strmm(CblasColMajor, CblasRight, CblasUpper, CblasNoTrans, CblasNonUnit, m, n, 1.0f, r, ldr, b, ldb);
-}
-inline void blas_trmm_right_upper(blas_int m, blas_int n, const double* r, blas_int ldr, double* b, blas_int ldb) {
-  scipy_cblas_dtrmm(CblasColMajor, CblasRight, CblasUpper, CblasNoTrans, CblasNonUnit, m, n, 1.0, r, ldr, b, ldb);
-}
-
 // b (m x n) <- r b for the upper-triangular m x m r.
 inline void blas_trmm_left_upper(blas_int m, blas_int n, const float* r, blas_int ldr, float* b, blas_int ldb) {
   scipy_cblas_strmm(CblasColMajor, CblasLeft, CblasUpper, CblasNoTrans, CblasNonUnit, m, n, 1.0f, r, ldr, b, ldb);
 }
 inline void blas_trmm_left_upper(blas_int m, blas_int n, const double* r, blas_int ldr, double* b, blas_int ldb) {
   scipy_cblas_dtrmm(CblasColMajor, CblasLeft, CblasUpper, CblasNoTrans, CblasNonUnit, m, n, 1.0, r, ldr, b, ldb);
-}
-
-// Inverse of the upper-triangular r in place; info > 0 when r is exactly singular.
-inline lapack_int trtri_upper(blas_int n, float* r, blas_int ldr) {
-  return scipy_LAPACKE_strtri(LAPACK_COL_MAJOR, 'U', 'N', n, r, ldr);
-}
-inline lapack_int trtri_upper(blas_int n, double* r, blas_int ldr) {
-  return scipy_LAPACKE_dtrtri(LAPACK_COL_MAJOR, 'U', 'N', n, r, ldr);
 }
 
 inline int blas_threads() { return scipy_openblas_get_num_threads(); }

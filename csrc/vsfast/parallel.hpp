@@ -248,30 +248,14 @@ void gemm_rowmajor(bool ta, bool tb, blas_int m, blas_int n, blas_int k, T alpha
   gemm(tb, ta, n, m, k, alpha, b, ldb, a, lda, beta, c, ldc);
 }
 
-// fn(begin, len) over the rows of a column-major m x n matrix in blocks of kBlock rows, for a
-// triangular operation with an n x n factor.
-template <class Fn>
-void triangular_row_blocks(blas_int m, blas_int n, Fn&& fn) {
-  const std::size_t blocks = block_count(static_cast<std::size_t>(m));
-  parallel_for(blocks, workers_for(1.0 * m * n * n, blocks), [&](std::size_t i) {
-    const std::size_t begin = i * kBlock;
-    fn(begin, static_cast<blas_int>(std::min(kBlock, static_cast<std::size_t>(m) - begin)));
-  });
-}
-
 // b (m x n, column-major) <- b r^-1 for the upper-triangular n x n r, in blocks of rows.
 template <class T>
 void trsm_right_upper(blas_int m, blas_int n, const T* r, blas_int ldr, T* b, blas_int ldb) {
-  triangular_row_blocks(m, n, [&](std::size_t begin, blas_int len) {
+  const std::size_t blocks = block_count(static_cast<std::size_t>(m));
+  parallel_for(blocks, workers_for(1.0 * m * n * n, blocks), [&](std::size_t i) {
+    const std::size_t begin = i * kBlock;
+    const blas_int len = static_cast<blas_int>(std::min(kBlock, static_cast<std::size_t>(m) - begin));
     blas_trsm_right_upper(len, n, r, ldr, b + begin, ldb);
-  });
-}
-
-// b (m x n, column-major) <- b r for the upper-triangular n x n r, in blocks of rows.
-template <class T>
-void trmm_right_upper(blas_int m, blas_int n, const T* r, blas_int ldr, T* b, blas_int ldb) {
-  triangular_row_blocks(m, n, [&](std::size_t begin, blas_int len) {
-    blas_trmm_right_upper(len, n, r, ldr, b + begin, ldb);
   });
 }
 

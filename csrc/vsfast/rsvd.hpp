@@ -87,24 +87,21 @@ void rsvd_rowmajor(const T* a, std::size_t m, std::size_t n, const RsvdParams& p
   ws.vbt.resize(l * l);
   ws.s.resize(l);
 
-  // Y = M Omega, then alternate Z = M^T Y and Y = M Z, re-basing each.
-  // Intermediate bases only need to be well conditioned; the last one, which B is built on,
-  // must be orthonormal to working precision: Y = Q R2 with R2 left to apply to smaller matrices.
-  bool r2_pending = false;
-  auto sharpen = [&](T* x, blas_int rows, bool last) {
-    if (last)
-      r2_pending = orthonormalize_but_factor(x, rows, bsk, rows, ws.orth);
-    else
-      condition_basis(x, rows, bsk, rows, ws.orth);
-  };
+  // Y = M Omega, then alternate Z = M^T Y and Y = M Z, each basis re-orthonormalised before the
+  // next product. A long-side Y only gets its Cholesky factor R: Z = (M^T Y) R^-1 equals
+  // M^T (Y R^-1), with the triangular solve on the short side instead of the long one.
+  // Intermediate bases only need to be well conditioned; the last one, which B is built on, must
+  // be orthonormal to working precision: Y = Q R2, with R2 left to apply to smaller matrices.
   gemm(t, false, bl, bsk, bs, T(1), a, lda, omega, bs, T(0), ws.y.data(), bl);
-  sharpen(ws.y.data(), bl, p.power_iters == 0);
   for (std::size_t it = 0; it < p.power_iters; ++it) {
+    const bool factored = gram_factor(ws.y.data(), bl, bsk, bl, ws.orth.gram);
+    if (!factored) orthonormalize_householder(ws.y.data(), bl, bsk, bl, ws.orth.tau);
     gemm(!t, false, bs, bsk, bl, T(1), a, lda, ws.y.data(), bl, T(0), ws.z.data(), bs);
-    sharpen(ws.z.data(), bs, false);
+    if (factored) trsm_right_upper(bs, bsk, ws.orth.gram.data(), bsk, ws.z.data(), bs);
+    condition_basis(ws.z.data(), bs, bsk, bs, ws.orth);
     gemm(t, false, bl, bsk, bs, T(1), a, lda, ws.z.data(), bs, T(0), ws.y.data(), bl);
-    sharpen(ws.y.data(), bl, it + 1 == p.power_iters);
   }
+  const bool r2_pending = orthonormalize_but_factor(ws.y.data(), bl, bsk, bl, ws.orth);
 
   // B^T = M^T Q = (M^T Y) R2^-1 (short x l); its SVD Ub S Vbt gives M ~ Q B = (Q Vbt^T) S Ub^T,
   // where Q Vbt^T = Y W for the l x k matrix W = R2^-1 Vbt^T (first k columns).

@@ -77,14 +77,12 @@ bool gram_factor(const T* a, blas_int m, blas_int n, blas_int lda, std::vector<T
 // A well-conditioned basis of the column space of a (m >= n), in place: one Cholesky QR pass,
 // or Householder QR when the Gram matrix is not numerically positive definite. Its columns are
 // orthonormal to about eps * cond(a)^2 only, which is all a power iteration's next product needs:
-// the span is what carries forward, and that product damps whatever error lies outside the
-// dominant subspace. So R^-1 is formed explicitly and applied by a triangular multiply, twice the
-// speed of OpenBLAS's triangular solve, whose smaller rounding error only a final basis needs.
+// the span is what carries forward.
 template <class T>
 void condition_basis(T* a, blas_int m, blas_int n, blas_int lda, OrthWorkspace<T>& ws) {
   // A failed factorisation leaves a untouched: no copy to restore from.
-  if (gram_factor(a, m, n, lda, ws.gram) && trtri_upper(n, ws.gram.data(), n) == 0)
-    trmm_right_upper(m, n, ws.gram.data(), n, a, lda);
+  if (gram_factor(a, m, n, lda, ws.gram))
+    trsm_right_upper(m, n, ws.gram.data(), n, a, lda);
   else
     orthonormalize_householder(a, m, n, lda, ws.tau);
 }
