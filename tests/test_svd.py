@@ -72,6 +72,18 @@ def check_rsvd_exact_on_low_rank(rng, dtype, shape, place=np.asarray, host=np.as
     assert orthonormality_error(vh.T) <= 30 * max(shape) * EPS[dtype]
 
 
+def errors_against_torch(a: np.ndarray, ad: np.ndarray, k: int, seeds: int, p: int = 10, q: int = 2):
+    """Spectral-norm errors against the float64 a of vsfast.rsvd and torch.svd_lowrank on ad, at
+    the same k, oversample p and power iterations q, one per seed."""
+    ours, theirs = [], []
+    for seed in range(seeds):
+        ours.append(spectral_error(a, *vsfast.rsvd(ad, k, oversample=p, power_iters=q, seed=seed)))
+        torch.manual_seed(seed)
+        tu, ts, tv = torch.svd_lowrank(torch.from_numpy(ad), q=k + p, niter=q)
+        theirs.append(spectral_error(a, tu[:, :k].numpy(), ts[:k].numpy(), tv[:, :k].numpy().T))
+    return ours, theirs
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(400, 150), (150, 400)])
 @pytest.mark.parametrize("spectrum", ["fast", "slow", "cond1e12"])
@@ -79,14 +91,8 @@ def test_rsvd_error_no_worse_than_torch(rng, dtype, shape, spectrum):
     """Median over seeds of ||A - U S Vh||_2 within 10 % of torch.svd_lowrank's at the same k,
     oversample and power iterations; and never below the optimal sigma_{k+1}."""
     a, s_true = with_spectrum(rng, *shape, spectrum)
-    k, p, q = 20, 10, 2
-    ad = a.astype(dtype)
-    ours, theirs = [], []
-    for seed in range(7):
-        ours.append(spectral_error(a, *vsfast.rsvd(ad, k, oversample=p, power_iters=q, seed=seed)))
-        torch.manual_seed(seed)
-        tu, ts, tv = torch.svd_lowrank(torch.from_numpy(ad), q=k + p, niter=q)
-        theirs.append(spectral_error(a, tu[:, :k].numpy(), ts[:k].numpy(), tv[:, :k].numpy().T))
+    k = 20
+    ours, theirs = errors_against_torch(a, a.astype(dtype), k, seeds=7)
     floor = s_true[k] if k < len(s_true) else 0.0
     assert min(ours) >= floor * (1 - 1e-6) - 10 * max(shape) * EPS[dtype]
     assert np.median(ours) <= 1.10 * np.median(theirs) + 10 * max(shape) * EPS[dtype] * s_true[0]
@@ -100,14 +106,7 @@ def test_rsvd_float32_error_at_the_rounding_level_no_worse_than_torch(rng, shape
     within 10 % of torch.svd_lowrank's, with no slack added. A float32 small SVD by sgesdd, whose
     smallest singular values can be off by ~64 eps sigma_1, fails this by a factor of 3 to 16."""
     a, _ = with_spectrum(rng, *shape, spectrum)
-    k, p, q = 64, 10, 2
-    ad = a.astype(np.float32)
-    ours, theirs = [], []
-    for seed in range(5):
-        ours.append(spectral_error(a, *vsfast.rsvd(ad, k, oversample=p, power_iters=q, seed=seed)))
-        torch.manual_seed(seed)
-        tu, ts, tv = torch.svd_lowrank(torch.from_numpy(ad), q=k + p, niter=q)
-        theirs.append(spectral_error(a, tu[:, :k].numpy(), ts[:k].numpy(), tv[:, :k].numpy().T))
+    ours, theirs = errors_against_torch(a, a.astype(np.float32), 64, seeds=5)
     assert np.median(ours) <= 1.10 * np.median(theirs)
 
 

@@ -103,20 +103,14 @@ inline lapack_int potrs_upper(blas_int n, const double* a, blas_int lda, double*
   return scipy_LAPACKE_dpotrs(LAPACK_COL_MAJOR, 'U', n, 1, a, lda, b, n);
 }
 
-// b (m x n) <- b r^-1 for the upper-triangular n x n r.
-inline void blas_trsm_right_upper(blas_int m, blas_int n, const float* r, blas_int ldr, float* b, blas_int ldb) {
-  scipy_cblas_strsm(CblasColMajor, CblasRight, CblasUpper, CblasNoTrans, CblasNonUnit, m, n, 1.0f, r, ldr, b, ldb);
+// b (m x n) <- b r^-1 (side CblasRight, r n x n) or r^-1 b (CblasLeft, r m x m), r upper triangular.
+inline void blas_trsm_upper(CBLAS_SIDE side, blas_int m, blas_int n, const float* r, blas_int ldr, float* b,
+                            blas_int ldb) {
+  scipy_cblas_strsm(CblasColMajor, side, CblasUpper, CblasNoTrans, CblasNonUnit, m, n, 1.0f, r, ldr, b, ldb);
 }
-inline void blas_trsm_right_upper(blas_int m, blas_int n, const double* r, blas_int ldr, double* b, blas_int ldb) {
-  scipy_cblas_dtrsm(CblasColMajor, CblasRight, CblasUpper, CblasNoTrans, CblasNonUnit, m, n, 1.0, r, ldr, b, ldb);
-}
-
-// b (m x n) <- r^-1 b for the upper-triangular m x m r.
-inline void blas_trsm_left_upper(blas_int m, blas_int n, const float* r, blas_int ldr, float* b, blas_int ldb) {
-  scipy_cblas_strsm(CblasColMajor, CblasLeft, CblasUpper, CblasNoTrans, CblasNonUnit, m, n, 1.0f, r, ldr, b, ldb);
-}
-inline void blas_trsm_left_upper(blas_int m, blas_int n, const double* r, blas_int ldr, double* b, blas_int ldb) {
-  scipy_cblas_dtrsm(CblasColMajor, CblasLeft, CblasUpper, CblasNoTrans, CblasNonUnit, m, n, 1.0, r, ldr, b, ldb);
+inline void blas_trsm_upper(CBLAS_SIDE side, blas_int m, blas_int n, const double* r, blas_int ldr, double* b,
+                            blas_int ldb) {
+  scipy_cblas_dtrsm(CblasColMajor, side, CblasUpper, CblasNoTrans, CblasNonUnit, m, n, 1.0, r, ldr, b, ldb);
 }
 
 // b (m x n) <- r b for the upper-triangular m x m r.

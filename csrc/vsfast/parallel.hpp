@@ -255,7 +255,7 @@ void trsm_right_upper(blas_int m, blas_int n, const T* r, blas_int ldr, T* b, bl
   parallel_for(blocks, workers_for(1.0 * m * n * n, blocks), [&](std::size_t i) {
     const std::size_t begin = i * kBlock;
     const blas_int len = static_cast<blas_int>(std::min(kBlock, static_cast<std::size_t>(m) - begin));
-    blas_trsm_right_upper(len, n, r, ldr, b + begin, ldb);
+    blas_trsm_upper(CblasRight, len, n, r, ldr, b + begin, ldb);
   });
 }
 

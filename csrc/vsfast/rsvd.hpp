@@ -113,7 +113,7 @@ void rsvd_rowmajor(const T* a, std::size_t m, std::size_t n, const RsvdParams& p
   ws.w.resize(l * p.k);
   for (std::size_t j = 0; j < p.k; ++j)
     for (std::size_t i = 0; i < l; ++i) ws.w[i + j * l] = ws.vbt[j + i * l];
-  if (r2_pending) blas_trsm_left_upper(bsk, bk, r2, bsk, ws.w.data(), bsk);
+  if (r2_pending) blas_trsm_upper(CblasLeft, bsk, bk, r2, bsk, ws.w.data(), bsk);
 
   if (!t) {
     // M = a^T: row-major u (stored as column-major k x m) is the transpose of Ub's first k
