@@ -32,9 +32,10 @@ struct RsvdParams {
 template <class T>
 struct RsvdWorkspace {
   std::vector<T> y, z, ub, vbt, w, s, scaled;
-  OrthWorkspace<T> orth;
+  OrthWorkspace<T> orth;  // the long side's bases; holds R2 until the end
+  OrthWorkspace<T> small;  // the small SVD's
 
-  std::size_t bytes() const { return buffer_bytes(y, z, ub, vbt, w, s, scaled) + orth.bytes(); }
+  std::size_t bytes() const { return buffer_bytes(y, z, ub, vbt, w, s, scaled) + orth.bytes() + small.bytes(); }
 };
 
 // Run fn on the calling thread's workspace, kept between calls: fresh buffers cost page faults
@@ -108,7 +109,7 @@ void rsvd_rowmajor(const T* a, std::size_t m, std::size_t n, const RsvdParams& p
   gemm(!t, false, bs, bsk, bl, T(1), a, lda, ws.y.data(), bl, T(0), ws.z.data(), bs);
   const T* r2 = ws.orth.gram.data();
   if (r2_pending) trsm_right_upper(bs, bsk, r2, bsk, ws.z.data(), bs);
-  svd_tall(ws.z.data(), bs, bsk, ws.s.data(), ws.ub.data(), ws.vbt.data(), ws.orth);
+  svd_tall(ws.z.data(), bs, bsk, ws.s.data(), ws.ub.data(), ws.vbt.data(), ws.small);
   std::copy(ws.s.begin(), ws.s.begin() + static_cast<std::ptrdiff_t>(p.k), s);
   ws.w.resize(l * p.k);
   for (std::size_t j = 0; j < p.k; ++j)
