@@ -40,6 +40,16 @@ class threaded_openblas:
         _openblas.scipy_openblas_set_num_threads(1)
 
 
+def threaded(fn):
+    """fn run with threaded OpenBLAS: a GEMM floor to time beside vsfast and torch."""
+
+    def run():
+        with threaded_openblas():
+            fn()
+
+    return run
+
+
 def machine_line() -> str:
     """Date, processor, thread count and torch version: the first line of every benchmark table."""
     import platform
@@ -71,6 +81,24 @@ def median_time(fn, rounds: int, warmup: int = 1, settle: float = 0.3) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return float(np.median(times))
+
+
+def interleaved_medians(fns, rounds: int, warmup: int = 1, settle: float = 0.3) -> list[float]:
+    """Median wall time of each callable, timed in turn within every round, so that a change in
+    the machine's load (a shared VM's neighbours come and go within minutes) weighs on all of them
+    alike and their ratios stay meaningful. Each call waits ``settle`` seconds first, as in
+    :func:`median_time`."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times = [[] for _ in fns]
+    for _ in range(rounds):
+        for fn, t in zip(fns, times):
+            time.sleep(settle)
+            start = time.perf_counter()
+            fn()
+            t.append(time.perf_counter() - start)
+    return [float(np.median(t)) for t in times]
 
 
 def layer_like(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:

@@ -3,7 +3,9 @@
     .venv/bin/python benchmarks/ratios.py [--rounds N] [--quick]
 
 Prints a Markdown table: medians of N rounds, the ratios that matter, and the accuracy of each
-result relative to torch's (spectral-norm error of the rank-k approximation).
+result relative to torch's (spectral-norm error of the rank-k approximation). Within each round
+the GEMM floor, vsfast and torch are timed in turn, each after a short pause that lets the
+threads of the previous call go idle.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 import vsfast  # noqa: E402
 from common import (  # noqa: E402
-    K, OVERSAMPLE, POWER_ITERS, RSVD_SHAPES, TorchChain, fcnn5_like_chain, layer_like, machine_line, median_time,
-    print_table, rsvd_floor_passes, spectral_error, threaded_openblas, torch_lowrank, torch_projection,
+    K, OVERSAMPLE, POWER_ITERS, RSVD_SHAPES, TorchChain, fcnn5_like_chain, interleaved_medians, layer_like,
+    machine_line, print_table, rsvd_floor_passes, spectral_error, threaded, torch_lowrank, torch_projection,
     _sgemm_rowmajor,
 )
 
@@ -27,10 +29,9 @@ from common import (  # noqa: E402
 def rsvd_row(shape, rounds):
     a = layer_like(shape)
     at = torch.from_numpy(a)
-    with threaded_openblas():
-        floor = median_time(rsvd_floor_passes(a), rounds)
-    ours = median_time(lambda: vsfast.rsvd(a, K, oversample=OVERSAMPLE, power_iters=POWER_ITERS), rounds)
-    theirs = median_time(lambda: torch_lowrank(at), rounds)
+    floor, ours, theirs = interleaved_medians(
+        [threaded(rsvd_floor_passes(a)), lambda: vsfast.rsvd(a, K, oversample=OVERSAMPLE, power_iters=POWER_ITERS),
+         lambda: torch_lowrank(at)], rounds)
     u, s, vh = vsfast.rsvd(a, K, oversample=OVERSAMPLE, power_iters=POWER_ITERS)
     torch.manual_seed(0)
     tu, ts, tv = torch_lowrank(at)
@@ -54,10 +55,8 @@ def projection_row(n, r, rounds, inputs=10_000):
         _sgemm_rowmajor(False, inputs, sp.rank, n, x, v, coef)
         _sgemm_rowmajor(False, inputs, n, sp.rank, coef, rows_t, sig)
 
-    with threaded_openblas():
-        floor = median_time(floor_passes, rounds)
-    ours = median_time(lambda: vsfast.project(x, sp), rounds)
-    theirs = median_time(lambda: torch_projection(xt, vt), rounds)
+    floor, ours, theirs = interleaved_medians(
+        [threaded(floor_passes), lambda: vsfast.project(x, sp), lambda: torch_projection(xt, vt)], rounds)
     ref = (x.astype(np.float64) @ v.astype(np.float64)) @ v.T.astype(np.float64)
 
     def split_error(signal, residual):  # max error of either part against float64
@@ -84,10 +83,8 @@ def chain_row(rounds, targets=10_000):
         for h, p, out in bufs:
             _sgemm_rowmajor(False, targets, p.shape[1], p.shape[0], h, p, out)
 
-    with threaded_openblas():
-        floor = median_time(floor_passes, rounds)
-    ours = median_time(lambda: chain.reconstruct(y), rounds)
-    theirs = median_time(lambda: tchain.reconstruct(yt), rounds)
+    floor, ours, theirs = interleaved_medians(
+        [threaded(floor_passes), lambda: chain.reconstruct(y), lambda: tchain.reconstruct(yt)], rounds)
 
     def rel_err(x):
         back = chain.forward(np.asarray(x, np.float32)).astype(np.float64)
@@ -99,7 +96,7 @@ def chain_row(rounds, targets=10_000):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="only the smaller shapes")
     args = parser.parse_args()
     torch.set_num_threads(vsfast.get_num_threads())
