@@ -88,7 +88,7 @@ void condition_basis(T* a, blas_int m, blas_int n, blas_int lda, OrthWorkspace<T
 }
 
 // CholeskyQR2 (Yamamoto et al., ETNA 44, 2015) of the tall column-major m x n a (m >= n), short
-// of its last step: a = Q R2 R1 with Q orthonormal; a is left holding Q R2, the upper-triangular
+// of its last step: a = Q R2 R1 with Q orthonormal; a is left holding a R1^-1 = Q R2, the upper-triangular
 // factors in ws.first (R1, its lower triangle zero) and ws.gram (R2, upper triangle only). It runs
 // at matrix-product speed and is as accurate as Householder QR once the first pass leaves a nearly
 // orthonormal matrix, which the Gram matrix of its result tells: when that is more than 1/2 from
