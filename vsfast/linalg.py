@@ -63,7 +63,7 @@ def rsvd(A: Any, k: int, *, oversample: int = 10, power_iters: int = 2, seed: in
     columns captures A's dominant range; each power iteration raises the spectrum to a higher
     power (error ~ (sigma_{k+1}/sigma_k)^(2q+1) for q iterations), with re-orthonormalisation at
     every half-step so that float32 keeps its accuracy. The small projected matrix then gets an
-    exact SVD, computed in float64 whatever A's dtype (float32 divide and conquer would put
+    exact SVD, on the CPU in float64 whatever A's dtype (float32 divide and conquer would put
     spurious singular values at ~64 eps sigma_1). For slowly decaying spectra raise
     ``power_iters``; ``oversample`` of 5-10 is usually enough.
 
