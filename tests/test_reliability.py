@@ -74,6 +74,8 @@ def _child_workload(conn):
 
 
 @pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="needs fork()")
+# Forking a multi-threaded process is the point here; Python 3.12+ warns about it.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_forked_child_gets_workers_of_its_own(two_threads):
     """A child of fork() has none of its parent's worker threads: it must start its own rather
     than wait for threads that do not exist."""
