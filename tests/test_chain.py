@@ -166,6 +166,17 @@ def test_rank_deficient_layer_gives_least_squares(rng):
     np.testing.assert_allclose(x, y @ np.linalg.pinv(w).T, atol=1e-10)
 
 
+def check_refuses_bad_targets(method, width: int) -> None:
+    """A chain method given float64 targets of ``width`` values refuses a wrong width, another
+    dtype and NaN, each with its message (one check in the bindings serves every method)."""
+    with pytest.raises(ValueError, match=f"rows of {width} values"):
+        method(np.zeros((2, width + 1)))
+    with pytest.raises(TypeError, match="dtype"):
+        method(np.zeros((2, width), np.float32))
+    with pytest.raises(ValueError, match="finite"):
+        method(np.full((2, width), np.nan))
+
+
 def test_chain_validation(rng):
     w1, w2 = rng.standard_normal((8, 10)), rng.standard_normal((3, 7))
     with pytest.raises(ValueError, match="layer 1 takes 7 inputs but layer 0 gives 8"):
@@ -183,12 +194,7 @@ def test_chain_validation(rng):
     with pytest.raises(TypeError, match="non-empty sequence"):
         vsfast.Chain([])
     chain = vsfast.Chain([(w1, None, "tanh")])
-    with pytest.raises(ValueError, match="rows of 8 values"):
-        chain.reconstruct(np.zeros((2, 5)))
-    with pytest.raises(TypeError, match="dtype"):
-        chain.reconstruct(np.zeros((2, 8), np.float32))
-    with pytest.raises(ValueError, match="finite"):
-        chain.reconstruct(np.full((2, 8), np.nan))
+    check_refuses_bad_targets(chain.reconstruct, 8)
     with pytest.raises(ValueError, match="reference"):
         chain.reconstruct(np.zeros((2, 8)), reference=np.zeros((3, 10)))
     with warnings.catch_warnings():
@@ -331,12 +337,7 @@ def test_solve_with_a_blind_first_layer_keeps_the_reference(rng):
 
 def test_solve_validation(rng):
     chain = vsfast.Chain(make_chain(rng, [8, 5, 3], ["tanh", "identity"]))
-    with pytest.raises(ValueError, match="rows of 3 values"):
-        chain.solve(np.zeros((2, 4)))
-    with pytest.raises(TypeError, match="dtype"):
-        chain.solve(np.zeros((2, 3), np.float32))
-    with pytest.raises(ValueError, match="finite"):
-        chain.solve(np.full((2, 3), np.nan))
+    check_refuses_bad_targets(chain.solve, 3)
     with pytest.raises(ValueError, match="finite"):
         chain.solve(np.zeros((2, 3)), reference=np.full(8, np.inf))
     with pytest.raises(ValueError, match="reference: expected 1 or 2 rows"):
