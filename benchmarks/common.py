@@ -69,25 +69,17 @@ def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
 
 
 def median_time(fn, rounds: int, warmup: int = 1, settle: float = 0.3) -> float:
-    """Median wall time of ``rounds`` calls after ``warmup`` ones. It first waits ``settle``
-    seconds: OpenBLAS's and OpenMP's threads spin for up to about 0.1 s after their last call, and
-    would otherwise share the cores with the first rounds of whatever is timed next."""
-    time.sleep(settle)
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    """Median wall time of ``rounds`` calls after ``warmup`` ones, each after a ``settle``-second
+    pause (see :func:`interleaved_medians`)."""
+    return interleaved_medians([fn], rounds, warmup, settle)[0]
 
 
 def interleaved_medians(fns, rounds: int, warmup: int = 1, settle: float = 0.3) -> list[float]:
     """Median wall time of each callable, timed in turn within every round, so that a change in
     the machine's load (a shared VM's neighbours come and go within minutes) weighs on all of them
-    alike and their ratios stay meaningful. Each call waits ``settle`` seconds first, as in
-    :func:`median_time`."""
+    alike and their ratios stay meaningful. Each timed call waits ``settle`` seconds first:
+    OpenBLAS's and OpenMP's threads spin for up to about 0.1 s after their last call, and would
+    otherwise share the cores with whatever is timed next."""
     for fn in fns:
         for _ in range(warmup):
             fn()
