@@ -7,30 +7,54 @@ chosen outputs. The heavy work runs in a compiled core (``vsfast._core``), and f
 tensors and CuPy arrays in its GPU twin (``vsfast._cuda``) where that was built.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from ._version import __version__
 from .analysis import LayerAnalysis, Report, analyze
+from .config import get_num_threads, set_num_threads, show_config
 from .inverse import Inversion, invert
 from .linalg import (
     Chain,
     LinAlgError,
+    Projection,
     RangeWarning,
     Reconstruction,
     Solution,
     Spaces,
-    get_num_threads,
+    SVDResult,
     pinv,
     project,
     reconstruct,
     rsvd,
-    set_num_threads,
     spaces,
     svd,
+    svdvals,
 )
-from ._gpu import cuda_available, get_gpu_precision, set_gpu_precision
+from ._backends.gpu import cuda_available, get_gpu_precision, set_gpu_precision
+from .config import _register_with_threadpoolctl
 
-__version__ = "0.1.0"
+_register_with_threadpoolctl()
 
 __all__ = [
-    "Chain", "Inversion", "LayerAnalysis", "Report", "analyze", "invert", "LinAlgError", "RangeWarning", "Reconstruction", "Solution", "Spaces",
-    "get_num_threads", "pinv", "project", "reconstruct", "rsvd", "set_num_threads", "spaces", "svd",
+    "Chain", "Inversion", "LayerAnalysis", "LinAlgError", "Projection", "RangeWarning", "Reconstruction", "Report",
+    "SVDResult", "Solution", "Spaces", "analyze", "cuda_available", "get_gpu_precision", "get_num_threads", "invert",
+    "pinv", "project", "reconstruct", "rsvd", "set_gpu_precision", "set_num_threads", "show_config", "spaces", "svd",
+    "svdvals", "__version__",
 ]
-__all__ += ["cuda_available", "get_gpu_precision", "set_gpu_precision"]
+
+# Submodules that need optional extras (torch, matplotlib) load on first use, so that
+# `import vsfast` needs only numpy and the compiled core.
+_LAZY_SUBMODULES = ("mnist", "nn", "viz")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY_SUBMODULES))

@@ -1,38 +1,32 @@
 """Linear algebra on layers: SVDs, the four fundamental subspaces, projections, pseudoinverses
 and the chained reconstruction of inputs from outputs.
 
-Every function validates and converts its arguments, then hands the work to the compiled core
-(``vsfast._core``), which releases the GIL. Vectors are rows and batches come first, as in numpy
-and torch; results have the kind (numpy array or torch tensor) and dtype of the main argument.
+Every function validates its arguments here, once, then hands the work to the backend that
+:func:`vsfast._backends.select` picks for the arrays: the compiled CPU core for numpy arrays,
+array-likes and CPU tensors, the CUDA module for torch CUDA tensors and CuPy arrays. numpy's
+conventions hold: array-likes and integer arrays are converted as numpy.linalg converts them,
+matrices may be stacked as ``(..., M, N)``, results are named tuples, vectors are rows. Results
+have the kind (numpy array, torch tensor, CuPy array), device and dtype of the main argument.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from functools import cached_property
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
-from . import _core
-from ._arrays import as_core_array, check_int, check_tolerance
+from . import _backends, _core
+from ._arrays import check_int, check_tolerance
 
 __all__ = [
-    "rsvd", "svd", "Spaces", "spaces", "project", "pinv", "Chain", "Reconstruction", "Solution",
-    "reconstruct", "RangeWarning", "LinAlgError", "get_num_threads", "set_num_threads",
+    "rsvd", "svd", "svdvals", "SVDResult", "Spaces", "spaces", "project", "Projection", "pinv", "Chain",
+    "Reconstruction", "Solution", "reconstruct", "RangeWarning", "LinAlgError",
 ]
 
 LinAlgError = _core.LinAlgError
-
-
-def get_num_threads() -> int:
-    """Threads vsfast's kernels use (default: what OpenBLAS detects, or VSFAST_NUM_THREADS)."""
-    return _core.get_num_threads()
-
-
-def set_num_threads(threads: int) -> None:
-    """Set the threads vsfast's kernels use. Results are bitwise the same on any thread count."""
-    _core.set_num_threads(check_int(threads, "threads", low=1))
 
 # Below this many singular triplets per matrix dimension, "auto" switches to the randomized SVD.
 _RANDOMIZED_FRACTION = 0.25
@@ -45,18 +39,67 @@ class RangeWarning(RuntimeWarning):
     """Targets fell outside an activation's range and were clamped into it."""
 
 
-def _matrix(A: Any, name: str = "A"):
-    return as_core_array(A, name, ndims=(2, 3))
+class SVDResult(NamedTuple):
+    """``A = U @ diag(S) @ Vh``, as numpy.linalg.svd names it."""
+
+    U: Any
+    S: Any
+    Vh: Any
+
+
+class Projection(NamedTuple):
+    """The part of inputs a subspace keeps (``signal``) and the part it rejects (``residual``)."""
+
+    signal: Any
+    residual: Any
+
+
+# --- arguments ----------------------------------------------------------------------------------
+
+def _matrices(A: Any, name: str):
+    """The backend for A, A as its C-contiguous float32/float64 array of shape (..., M, N), and the
+    function that gives results A's kind."""
+    backend = _backends.select(**{name: A})
+    a, wrap = backend.asarray(A, name)
+    if a.ndim < 2:
+        raise ValueError(f"{name}: expected a matrix or a stack of matrices (..., M, N), got shape {tuple(a.shape)}")
+    if any(d == 0 for d in a.shape):
+        raise ValueError(f"{name}: expected non-empty dimensions, got shape {tuple(a.shape)}")
+    return backend, a, wrap
+
+
+def _stacked(fn: Callable, a) -> tuple:
+    """fn's results on a (..., M, N) stack, which fn sees as one matrix or a 3-D batch: the
+    backends batch over one leading axis, so further ones are folded into it and unfolded after."""
+    if a.ndim <= 3:
+        return fn(a)
+    lead = tuple(a.shape[:-2])
+    results = fn(a.reshape((-1,) + tuple(a.shape[-2:])))
+    return tuple(r.reshape(lead + tuple(r.shape[1:])) for r in results)
+
+
+def _seed(seed: Any) -> int:
+    """A 64-bit sketch seed from None (fresh OS entropy), an int, or a numpy Generator (one draw,
+    which advances it), as numpy's and scipy's ``seed``/``rng`` arguments take them."""
+    if seed is None:
+        return int(np.random.SeedSequence().generate_state(1, np.uint64)[0])
+    if isinstance(seed, np.random.Generator):
+        return int(seed.integers(0, 2**64, dtype=np.uint64))
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, (bool, np.bool_)):
+        raise TypeError(f"seed: expected None, an integer or a numpy.random.Generator, got {type(seed).__name__}")
+    return check_int(seed, "seed", low=0, high=_SEED_LIMIT)
 
 
 def _rsvd_params(oversample: Any, power_iters: Any, seed: Any, short_side: int) -> tuple[int, int, int]:
     # The sketch never has more columns than the matrix's shorter side.
     return (min(check_int(oversample, "oversample", low=0), short_side),
             check_int(power_iters, "power_iters", low=0, high=_MAX_POWER_ITERS),
-            check_int(seed, "seed", low=0, high=_SEED_LIMIT))
+            _seed(seed))
 
 
-def rsvd(A: Any, k: int, *, oversample: int = 10, power_iters: int = 2, seed: int = 0):
+# --- SVDs ---------------------------------------------------------------------------------------
+
+def rsvd(A: Any, k: int, *, oversample: int = 10, power_iters: int = 2, seed: Any = 0) -> SVDResult:
     """Truncated SVD by randomized range finding: ``A ~ U @ diag(S) @ Vh``.
 
     Halko, Martinsson & Tropp (SIAM Review, 2011): a Gaussian sketch with ``k + oversample``
@@ -69,34 +112,61 @@ def rsvd(A: Any, k: int, *, oversample: int = 10, power_iters: int = 2, seed: in
 
     Parameters
     ----------
-    A : (m, n) or (batch, m, n) float32/float64 array or CPU tensor
-    k : number of singular triplets, 1 <= k <= min(m, n)
-    oversample : extra sketch columns (clipped so the sketch has at most min(m, n) columns)
+    A : (..., M, N) array-like, CPU or CUDA tensor, or CuPy array; integers become float64.
+    k : number of singular triplets, 1 <= k <= min(M, N)
+    oversample : extra sketch columns (clipped so the sketch has at most min(M, N) columns)
     power_iters : power iterations, at most 100
-    seed : the sketch's seed; the same seed gives the same result on any thread count, and a
-        matrix gets the same result alone as inside a batch.
+    seed : None (fresh entropy), an int, or a numpy.random.Generator (one draw). The same int
+        gives bitwise the same result on any thread count, and a matrix gets the same result
+        alone as inside a batch.
 
     Returns
     -------
-    U (m, k), S (k,), Vh (k, n), batched like A, singular values in descending order.
+    SVDResult ``(U (..., M, k), S (..., k), Vh (..., k, N))``, singular values descending.
     """
-    if _gpu.wants(A):
-        return _gpu.rsvd(A, k, oversample=oversample, power_iters=power_iters, seed=seed)
-    a, wrap = _matrix(A)
-    k = check_int(k, "k", low=1, high=min(a.shape[-2:]))
-    u, s, vh = _core.rsvd(a, k, *_rsvd_params(oversample, power_iters, seed, min(a.shape[-2:])))
-    return wrap(u), wrap(s), wrap(vh)
+    backend, a, wrap = _matrices(A, "A")
+    m, n = a.shape[-2:]
+    k = check_int(k, "k", low=1, high=min(m, n))
+    params = _rsvd_params(oversample, power_iters, seed, min(m, n))
+    u, s, vh = _stacked(lambda b: backend.rsvd(b, k, *params), a)
+    return SVDResult(wrap(u), wrap(s), wrap(vh))
 
 
-def svd(A: Any):
-    """Exact thin SVD (LAPACK gesdd): ``A = U @ diag(S) @ Vh`` with U (m, q), S (q,), Vh (q, n),
-    q = min(m, n); batched like A."""
-    if _gpu.wants(A):
-        return _gpu.svd(A)
-    a, wrap = _matrix(A)
-    u, s, vh = _core.svd(a)
-    return wrap(u), wrap(s), wrap(vh)
+def svd(A: Any, full_matrices: bool = False, compute_uv: bool = True):
+    """Exact SVD (LAPACK gesdd on the CPU, Jacobi on the GPU): ``A = U @ diag(S) @ Vh``.
 
+    numpy.linalg.svd's signature, with the thin factors as the default (``full_matrices=False``):
+    U (..., M, Q), S (..., Q), Vh (..., Q, N), Q = min(M, N). ``full_matrices=True`` completes U to
+    (..., M, M) and Vh to (..., N, N) with orthonormal bases of the complements (computed in
+    float64; any orthonormal completion is as valid as LAPACK's). ``compute_uv=False`` returns S
+    alone, as numpy does (see also :func:`svdvals`).
+    """
+    backend, a, wrap = _matrices(A, "A")
+    if not compute_uv:
+        return wrap(_stacked(lambda b: (backend.svdvals(b),), a)[0])
+    u, s, vh = _stacked(lambda b: _completed(backend, *backend.svd(b)) if full_matrices else backend.svd(b), a)
+    return SVDResult(wrap(u), wrap(s), wrap(vh))
+
+
+def _completed(backend, u, s, vh) -> tuple:
+    """Thin SVD factors completed to square U and Vh by the complements of their spans."""
+    m, q = u.shape[-2:]
+    n = vh.shape[-1]
+    if m > q:
+        rest = backend.complement(backend.transpose(u), m)  # (m - q) x m orthonormal rows
+        u = backend.concat([u, backend.transpose(rest)], -1)
+    if n > q:
+        vh = backend.concat([vh, backend.complement(vh, n)], -2)
+    return u, s, vh
+
+
+def svdvals(A: Any):
+    """Singular values of A (..., M, N), descending: (..., min(M, N)). As
+    ``svd(A, compute_uv=False)`` and numpy.linalg.svdvals."""
+    return svd(A, compute_uv=False)
+
+
+# --- spaces -------------------------------------------------------------------------------------
 
 class Spaces:
     """The four fundamental subspaces of a layer's weight W (m x n, output x input).
@@ -112,28 +182,30 @@ class Spaces:
     ``rejected_out``    left null space      m x (m - r)   ``left_null_space``
     ==================  ===================  ============  =======================
 
-    The rejected bases are built on first access only: projecting onto them never needs them
-    (:func:`project` returns the residual). With a randomized or truncated decomposition (``k``
-    given), the signal spaces are those of the top-k part and the rejected spaces their
-    complements.
+    The bases live where W lived (numpy, CPU torch, or on the GPU) and have its kind. The rejected
+    bases are built on first access only: projecting onto them never needs them (:func:`project`
+    returns the residual). With a randomized or truncated decomposition (``k`` given), the signal
+    spaces are those of the top-k part and the rejected spaces their complements.
     """
 
-    def __init__(self, u: np.ndarray, s: np.ndarray, vh: np.ndarray, rank: int, shape: tuple[int, int],
-                 method: str, wrap):
+    def __init__(self, u, s, vh, rank: int, shape: tuple[int, int], method: str, wrap, backend,
+                 s_host: np.ndarray):
         self._u, self._s, self._vh = u, s, vh
+        self._s_host = s_host  # the singular values on the host, for the scalar properties
         self.rank = int(rank)
         self.shape = shape
         self.method = method
         self._wrap = wrap
+        self._backend = backend
 
     def __repr__(self) -> str:
         m, n = self.shape
         return (f"Spaces(shape=({m}, {n}), rank={self.rank}, condition_number={self.condition_number:.3g}, "
-                f"method={self.method!r}, dtype={self._s.dtype})")
+                f"method={self.method!r}, dtype={self.dtype})")
 
     @property
     def dtype(self) -> np.dtype:
-        return self._s.dtype
+        return self._s_host.dtype
 
     @property
     def singular_values(self):
@@ -148,24 +220,26 @@ class Spaces:
     @property
     def condition_number(self) -> float:
         """sigma_1 / sigma_r of the retained part; inf when the rank is 0."""
-        return float(self._s[0] / self._s[self.rank - 1]) if self.rank else float("inf")
+        s = self._s_host
+        return float(s[0] / s[self.rank - 1]) if self.rank else float("inf")
 
     @property
     def energy_kept(self) -> float:
         """Fraction of W's squared Frobenius norm in the retained singular values (of those
         computed)."""
-        total = float(np.sum(self._s.astype(np.float64) ** 2))
-        return float(np.sum(self._s[: self.rank].astype(np.float64) ** 2) / total) if total else 0.0
+        s = self._s_host.astype(np.float64)
+        total = float(np.sum(s**2))
+        return float(np.sum(s[: self.rank] ** 2) / total) if total else 0.0
 
     @property
-    def signal_rows(self) -> np.ndarray:
-        """The signal basis as r orthonormal rows (r x n), C-contiguous numpy: the form the core
-        projects with."""
+    def signal_rows(self):
+        """The signal basis as r orthonormal rows (r x n), C-contiguous, of the backend: the form
+        the kernels project with."""
         return self._vh[: self.rank]
 
     @property
-    def signal_out_rows(self) -> np.ndarray:
-        return np.ascontiguousarray(self._u[:, : self.rank].T)
+    def signal_out_rows(self):
+        return self._backend.transpose(self._u[:, : self.rank])
 
     @property
     def signal(self):
@@ -175,17 +249,15 @@ class Spaces:
     def signal_out(self):
         return self._wrap(self._u[:, : self.rank])
 
-    # Complements are computed in float64 whatever the dtype: a float32 complement is orthogonal
-    # to the signal basis only to ~1e-7 * sqrt(d), which would show in every projection onto it.
     @cached_property
-    def _rejected_rows(self) -> np.ndarray:
-        return _complement(self.signal_rows, self.shape[1])
+    def _rejected_rows(self):
+        return self._backend.complement(self.signal_rows, self.shape[1])
 
     @cached_property
-    def _rejected_out_rows(self) -> np.ndarray:
-        return _complement(self.signal_out_rows, self.shape[0])
+    def _rejected_out_rows(self):
+        return self._backend.complement(self.signal_out_rows, self.shape[0])
 
-    def _projection_rows(self, side: str, inputs: int) -> tuple[np.ndarray, bool]:
+    def _projection_rows(self, side: str, inputs: int) -> tuple[Any, bool]:
         """The rows to project onto for a split of `inputs` vectors: the signal basis, or the
         rejected one (then True: the caller swaps the two parts) when that is smaller and its
         one-off construction, O(d^3), is paid back by the cheaper products or already done."""
@@ -213,10 +285,6 @@ class Spaces:
     left_null_space = rejected_out
 
 
-def _complement(rows: np.ndarray, d: int) -> np.ndarray:
-    return _core.complement(rows.astype(np.float64), d).astype(rows.dtype, copy=False)
-
-
 def _choose_method(method: str, k: int | None, m: int, n: int) -> str:
     if method not in ("auto", "exact", "randomized"):
         raise ValueError(f"method: expected 'auto', 'exact' or 'randomized', got {method!r}")
@@ -227,108 +295,119 @@ def _choose_method(method: str, k: int | None, m: int, n: int) -> str:
     return method
 
 
-def _spaces_request(m: int, n: int, k: Any, rtol: Any, atol: Any, method: Any, oversample: Any,
-                    power_iters: Any, seed: Any):
-    """spaces()'s arguments checked for an m x n W: (k, rtol, atol, the method chosen, and rsvd's
-    (oversample, power_iters, seed) when that method is "randomized", else None)."""
-    if k is not None:
-        k = check_int(k, "k", low=1, high=min(m, n))
-    rtol, atol = check_tolerance(rtol, "rtol"), check_tolerance(atol, "atol")
-    chosen = _choose_method(method, k, m, n)
-    params = _rsvd_params(oversample, power_iters, seed, min(m, n)) if chosen == "randomized" else None
-    return k, rtol, atol, chosen, params
-
-
 def _leading(usv, k: int | None):
-    """The top k triplets of an exact SVD (U, S, Vh), numpy or torch, batched or not; all for None."""
+    """The top k triplets of an exact SVD (U, S, Vh), batched or not; all for None."""
     u, s, vh = usv
     return usv if k is None else (u[..., :k], s[..., :k], vh[..., :k, :])
 
 
 def spaces(W: Any, *, k: int | None = None, rtol: float | None = None, atol: float | None = None,
-           method: str = "auto", oversample: int = 10, power_iters: int = 2, seed: int = 0):
-    """The four fundamental subspaces of W (m x n), or of each matrix of a batch (b x m x n).
+           method: str = "auto", oversample: int = 10, power_iters: int = 2, seed: Any = 0):
+    """The four fundamental subspaces of W (m x n), or of each matrix of a stack (..., m, n).
 
     Parameters
     ----------
-    W : the weight, output x input, float32/float64 array or CPU tensor.
+    W : the weight, output x input: array-like, CPU or CUDA tensor, or CuPy array.
     k : compute only the top-k singular triplets (default: all).
     rtol, atol : rank tolerance, singular values above ``max(atol, rtol * sigma_1)`` count.
         By default rtol = max(m, n) * eps of the dtype (numpy's matrix_rank); with only atol
         given, rtol = 0.
-    method : "exact" (LAPACK gesdd), "randomized" (:func:`rsvd`, needs k) or "auto"
-        (randomized when k is well below min(m, n), else exact).
+    method : "exact" (full SVD), "randomized" (:func:`rsvd`, needs k) or "auto" (randomized when
+        k is well below min(m, n), else exact).
     oversample, power_iters, seed : passed to :func:`rsvd` when it is used.
 
     Returns
     -------
-    Spaces for a 2-D W; a list of Spaces, one per matrix, for a batch.
+    Spaces for a 2-D W; for a stack, a list of Spaces per leading axis (nested like ``tolist()``).
     """
-    if _gpu.wants(W):
-        return _gpu.spaces(W, k=k, rtol=rtol, atol=atol, method=method, oversample=oversample,
-                           power_iters=power_iters, seed=seed)
-    w, wrap = _matrix(W, "W")
+    backend, w, wrap = _matrices(W, "W")
     m, n = w.shape[-2:]
-    k, rtol, atol, chosen, params = _spaces_request(m, n, k, rtol, atol, method, oversample, power_iters, seed)
+    if k is not None:
+        k = check_int(k, "k", low=1, high=min(m, n))
+    rtol, atol = check_tolerance(rtol, "rtol"), check_tolerance(atol, "atol")
+    chosen = _choose_method(method, k, m, n)
+    lead = tuple(w.shape[:-2])
+    flat = w.reshape((-1, m, n)) if lead else w
     if chosen == "randomized":
-        u, s, vh = _core.rsvd(w, k, *params)
+        u, s, vh = backend.rsvd(flat, k, *_rsvd_params(oversample, power_iters, seed, min(m, n)))
     else:
-        u, s, vh = _leading(_core.svd(w), k)
-    ranks = _core.rank(np.ascontiguousarray(s), m, n, rtol, atol)
-    if w.ndim == 2:
-        return Spaces(u, s, vh, ranks, (m, n), chosen, wrap)
-    return [Spaces(u[i], s[i], vh[i], ranks[i], (m, n), chosen, wrap) for i in range(w.shape[0])]
+        u, s, vh = _leading(backend.svd(flat), k)
+    s_host = backend.to_host(s)
+    ranks = backend.rank(s_host, m, n, rtol, atol)
+    if not lead:
+        return Spaces(u, s, vh, ranks, (m, n), chosen, wrap, backend, s_host)
+    each = [Spaces(u[i], s[i], vh[i], ranks[i], (m, n), chosen, wrap, backend, s_host[i])
+            for i in range(math.prod(lead))]
+    return _nested(each, lead)
 
 
-def project(X: Any, basis: Spaces | Any, *, side: str = "input"):
+def _nested(items: list, lead: tuple[int, ...]) -> list:
+    """A flat list of per-matrix results as nested lists following the stack's leading axes."""
+    if len(lead) == 1:
+        return items
+    size = len(items) // lead[0]
+    return [_nested(items[i * size:(i + 1) * size], lead[1:]) for i in range(lead[0])]
+
+
+def project(X: Any, basis: Spaces | Any, *, side: str = "input") -> Projection:
     """Split X into the part a subspace keeps and the part it rejects, in one pass:
     ``signal = X V V^T`` and ``residual = X - signal``.
 
     Parameters
     ----------
-    X : (..., d) inputs as rows, float32/float64 array or CPU tensor.
+    X : (..., d) inputs as rows: array-like, CPU or CUDA tensor, or CuPy array.
     basis : a :class:`Spaces` (its signal space, d = n; or with ``side="output"`` its signal
         output space, d = m), or a (d, r) matrix with orthonormal columns.
     side : "input" or "output", for a Spaces basis.
 
     Returns
     -------
-    (signal, residual), each shaped like X, of X's kind and dtype. For a layer's Spaces the
-    residual is X's component in the rejected space: the layer maps it to (nearly) zero.
+    Projection ``(signal, residual)``, each shaped like X, of X's kind and dtype. For a layer's
+    Spaces the residual is X's component in the rejected space: the layer maps it to (nearly) zero.
 
     When the signal space has more than half the dimensions and there are enough inputs to pay
     for building the rejected basis once (it is then kept in the Spaces), the split goes through
     the smaller rejected space: half the flops or better, with the signal part then carrying the
     rounding of one subtraction (about 2x the float32 error of the direct split, still ~1e-6).
     """
-    if _gpu.wants(X) or isinstance(basis, _gpu.GpuSpaces):
-        return _gpu.project(X, basis, side=side)
-    x, wrap = as_core_array(X, "X", ndims=tuple(range(1, 33)))
-    swap = False
     if isinstance(basis, Spaces):
         if side not in ("input", "output"):
             raise ValueError(f"side: expected 'input' or 'output', got {side!r}")
-        rows, swap = basis._projection_rows(side, inputs=x.size // max(x.shape[-1], 1))
+        backend = basis._backend
+        if backend is _backends.cpu and _backends.gpu.is_gpu(X):
+            raise TypeError(f"basis: Spaces computed on the CPU, but X is {_backends.gpu.describe(X)}; "
+                            "compute the spaces of the weight on the GPU")
+        x, wrap = backend.asarray(X, "X", like=basis._s)
     else:
-        cols, _ = as_core_array(basis, "basis", ndims=(2,), dtype=x.dtype)
-        rows = cols.T
+        backend = _backends.select(X=X, basis=basis)
+        x, wrap = backend.asarray(X, "X", like=basis if _backends.gpu.is_gpu(basis) else None)
+    if x.ndim < 1 or any(d == 0 for d in x.shape):
+        raise ValueError(f"X: expected non-empty rows of values, got shape {tuple(x.shape)}")
+    dtype = backend.dtype_of(x)
+    swap = False
+    if isinstance(basis, Spaces):
+        rows, swap = basis._projection_rows(side, inputs=math.prod(x.shape[:-1]))
+        rows = backend.asarray(rows, "basis", dtype=dtype, like=x)[0]
+    else:
+        cols, _ = backend.asarray(basis, "basis", dtype=dtype, like=x)
+        if cols.ndim != 2 or any(d == 0 for d in cols.shape):
+            raise ValueError(f"basis: expected a non-empty (d, r) matrix of orthonormal columns, "
+                             f"got shape {tuple(cols.shape)}")
+        rows = backend.transpose(cols)
     if rows.shape[1] != x.shape[-1]:
         raise ValueError(f"X: expected a last dimension of {rows.shape[1]} (the basis vectors' length), "
-                         f"got shape {x.shape}")
-    rows = np.ascontiguousarray(rows, dtype=x.dtype)
-    kept, rest = _core.project(x.reshape(-1, x.shape[-1]), rows)
+                         f"got shape {tuple(x.shape)}")
+    kept, rest = backend.project(x.reshape(-1, x.shape[-1]), rows)
     signal, residual = (rest, kept) if swap else (kept, rest)
-    return wrap(signal.reshape(x.shape)), wrap(residual.reshape(x.shape))
+    return Projection(wrap(signal.reshape(x.shape)), wrap(residual.reshape(x.shape)))
 
 
 def pinv(W: Any, *, rtol: float | None = None, atol: float | None = None):
     """Moore-Penrose pseudoinverse through the SVD: ``W+ = V_r diag(1/sigma) U_r^T`` (n x m), with
-    the rank chosen as in :func:`spaces`; batched like W."""
-    if _gpu.wants(W):
-        return _gpu.pinv(W, rtol=rtol, atol=atol)
-    w, wrap = _matrix(W, "W")
-    p, _ = _core.pinv(w, check_tolerance(rtol, "rtol"), check_tolerance(atol, "atol"))
-    return wrap(p)
+    the rank chosen as in :func:`spaces`; stacked like W."""
+    backend, w, wrap = _matrices(W, "W")
+    rtol, atol = check_tolerance(rtol, "rtol"), check_tolerance(atol, "atol")
+    return wrap(_stacked(lambda b: (backend.pinv(b, rtol, atol),), w)[0])
 
 
 # --- chained reconstruction --------------------------------------------------------------------
@@ -373,10 +452,20 @@ class Solution(NamedTuple):
     error: np.ndarray
 
 
+def _reference_layers(value: Any) -> bool:
+    """reference_layers as the kernels take it: True for "all", False for "first"."""
+    if value not in ("all", "first"):
+        raise ValueError(f"reference_layers: expected 'all' or 'first', got {value!r}")
+    return value == "all"
+
+
 class Chain:
     """A network of layers ``h = act(h @ W.T + b)`` with every factor for going backwards
     precomputed: build it once, then :meth:`reconstruct` any number of targets at the cost of one
     matrix product per layer, and :meth:`solve` those whose preimage leaves an activation's range.
+
+    The chain computes where its weights live: on the CPU for numpy arrays and CPU tensors, on the
+    GPU for torch CUDA tensors and CuPy arrays (:meth:`solve` is CPU-only).
 
     Parameters
     ----------
@@ -388,53 +477,74 @@ class Chain:
     rtol, atol : rank tolerance of each layer's pseudoinverse, as in :func:`spaces`.
     """
 
-    def __new__(cls, layers: Sequence[Any] = (), **kwargs: Any):
-        # Layers on the GPU make a GPU chain (vsfast._gpu.GpuChain, a subclass).
-        return super().__new__(_gpu.GpuChain if cls is Chain and _gpu.wants_layers(layers) else cls)
-
     def __init__(self, layers: Sequence[Any], *, dtype: Any = None, rtol: float | None = None,
                  atol: float | None = None):
         if isinstance(layers, (str, bytes)) or not isinstance(layers, Sequence) or not layers:
             raise TypeError("layers: expected a non-empty sequence of (W, b, activation) triples")
-        specs = []
         for i, layer in enumerate(layers):
             if not isinstance(layer, (tuple, list)) or len(layer) != 3:
                 raise TypeError(f"layers[{i}]: expected a (W, b, activation) triple, got {type(layer).__name__}")
-            w, _ = as_core_array(layer[0], f"layers[{i}].weight", ndims=(2,), dtype=dtype)
+        self._backend = _backends.select(**{f"layers[{i}].weight": layer[0] for i, layer in enumerate(layers)})
+        self._like = None  # the first weight: later arrays must share its kind and device
+        specs: list[tuple] = []
+        for i, layer in enumerate(layers):
+            specs.append(self._layer(i, layer, dtype, specs))
             if i == 0:
-                dtype = w.dtype
-            b = None if layer[1] is None else as_core_array(layer[1], f"layers[{i}].bias", ndims=(1,),
-                                                            dtype=dtype)[0]
-            specs.append((w, b, *_activation(layer[2], i)))
+                dtype, self._like = self._backend.dtype_of(specs[0][0]), specs[0][0]
         self.dtype = np.dtype(dtype)
         self.activations = tuple((name, param) for _, _, name, param in specs)
-        core_class = _core.ChainF32 if self.dtype == np.float32 else _core.ChainF64
-        self._chain = core_class(specs, check_tolerance(rtol, "rtol"), check_tolerance(atol, "atol"))
+        self._engine = self._backend.chain(specs, check_tolerance(rtol, "rtol"), check_tolerance(atol, "atol"))
+
+    def _layer(self, i: int, layer: Sequence[Any], dtype: Any, before: list[tuple]) -> tuple:
+        """Layer i as (W, b, activation, parameter), arrays of the chain's backend and dtype."""
+        w, _ = self._backend.asarray(layer[0], f"layers[{i}].weight", dtype=dtype, like=self._like)
+        if w.ndim != 2 or any(d == 0 for d in w.shape):
+            raise ValueError(f"layers[{i}].weight: expected a non-empty 2-D array, got shape {tuple(w.shape)}")
+        if before and w.shape[1] != before[-1][0].shape[0]:
+            raise ValueError(f"layers: layer {i} takes {w.shape[1]} inputs but layer {i - 1} gives "
+                             f"{before[-1][0].shape[0]} outputs")
+        b = None
+        if layer[1] is not None:
+            b, _ = self._backend.asarray(layer[1], f"layers[{i}].bias", dtype=self._backend.dtype_of(w), like=w)
+            if tuple(b.shape) != (w.shape[0],):
+                raise ValueError(f"layers[{i}].bias: expected {w.shape[0]} values, got shape {tuple(b.shape)}")
+        return (w, b, *_activation(layer[2], i))
 
     @property
     def ranks(self) -> tuple[int, ...]:
-        return tuple(self._chain.ranks)
+        return tuple(int(r) for r in self._engine.ranks)
 
     @property
     def input_dim(self) -> int:
-        return self._chain.input_dim
+        return self._engine.input_dim
+
+    @property
+    def output_dim(self) -> int:
+        return self._engine.output_dim
 
     @property
     def rounding_level(self) -> float:
         """The relative output error :meth:`solve` stops at by default: 100 eps of the dtype."""
         return 100 * float(np.finfo(self.dtype).eps)
 
-    @property
-    def output_dim(self) -> int:
-        return self._chain.output_dim
-
     def _rows(self, X: Any, name: str, width: int, *, cast: bool = False):
-        x, wrap = as_core_array(X, name, ndims=(1, 2), dtype=self.dtype if cast else None)
-        if x.dtype != self.dtype:
-            raise TypeError(f"{name}: expected the chain's dtype {self.dtype}, got {x.dtype}")
-        if x.shape[-1] != width:
-            raise ValueError(f"{name}: expected rows of {width} values, got shape {x.shape}")
+        """X (a row or rows of `width` values) as a 2-D array of the chain's backend and dtype, the
+        function giving results X's kind, and whether X was one row."""
+        x, wrap = self._backend.asarray(X, name, dtype=self.dtype if cast else None, like=self._like)
+        if self._backend.dtype_of(x) != self.dtype:
+            raise TypeError(f"{name}: expected the chain's dtype {self.dtype}, got {self._backend.dtype_of(x)}")
+        if x.ndim not in (1, 2) or x.shape[-1] != width or x.shape[0] == 0:
+            raise ValueError(f"{name}: expected rows of {width} values, got shape {tuple(x.shape)}")
         return x.reshape(-1, width), wrap, x.ndim == 1
+
+    def _reference(self, reference: Any, targets: int):
+        if reference is None:
+            return None
+        ref = self._rows(reference, "reference", self.input_dim, cast=True)[0]
+        if ref.shape[0] not in (1, targets):
+            raise ValueError(f"reference: expected 1 or {targets} rows of {self.input_dim} values, got shape "
+                             f"{tuple(ref.shape)}")
+        return ref
 
     def reconstruct(self, Y: Any, *, reference: Any = None, reference_layers: str = "first") -> Reconstruction:
         """Inputs X (N x n_0) whose outputs are Y (N x m_L): backwards through every layer,
@@ -449,11 +559,9 @@ class Chain:
         Targets outside an activation's range are clamped into it (with a relative margin of
         sqrt(eps)), counted per layer and reported with a :class:`RangeWarning`.
         """
-        if reference_layers not in ("all", "first"):
-            raise ValueError(f"reference_layers: expected 'all' or 'first', got {reference_layers!r}")
+        every_layer = _reference_layers(reference_layers)
         y, wrap, single = self._rows(Y, "Y", self.output_dim)
-        ref = None if reference is None else self._rows(reference, "reference", self.input_dim, cast=True)[0]
-        x, clamped = self._chain.reconstruct(y, ref, reference_layers == "all")
+        x, clamped = self._engine.reconstruct(y, self._reference(reference, y.shape[0]), every_layer)
         clamped = tuple(int(c) for c in clamped)
         if any(clamped):
             where = ", ".join(f"layer {i}: {c}" for i, c in enumerate(clamped) if c)
@@ -482,19 +590,17 @@ class Chain:
 
         Returns a :class:`Solution` (inputs, steps, error).
         """
-        if reference_layers not in ("all", "first"):
-            raise ValueError(f"reference_layers: expected 'all' or 'first', got {reference_layers!r}")
+        from_reference = _reference_layers(reference_layers)
         y, wrap, single = self._rows(Y, "Y", self.output_dim)
-        ref = None if reference is None else self._rows(reference, "reference", self.input_dim, cast=True)[0]
         tol = self.rounding_level if tol is None else check_tolerance(tol, "tol")
-        x, steps, error = self._chain.solve(y, ref, reference_layers == "all", tol,
-                                            check_int(max_iter, "max_iter", low=0, high=2**63 - 1))
+        max_iter = check_int(max_iter, "max_iter", low=0, high=2**63 - 1)
+        x, steps, error = self._engine.solve(y, self._reference(reference, y.shape[0]), from_reference, tol, max_iter)
         return Solution(wrap(x[0] if single else x), steps, error)
 
     def forward(self, X: Any):
         """The chain's outputs for inputs X (N x n_0)."""
         x, wrap, single = self._rows(X, "X", self.input_dim)
-        y = self._chain.forward(x)
+        y = self._engine.forward(x)
         return wrap(y[0] if single else y)
 
 
@@ -503,13 +609,7 @@ def reconstruct(layers: Sequence[Any], Y: Any, *, reference: Any = None, referen
     """Inputs whose outputs through ``layers`` are Y; see :class:`Chain` and
     :meth:`Chain.reconstruct`. Computed in Y's dtype. Build a :class:`Chain` instead to reuse the
     factors across calls."""
-    if _gpu.wants(Y):
-        return _gpu.reconstruct(layers, Y, reference=reference, reference_layers=reference_layers, rtol=rtol,
-                                atol=atol)
-    y, _ = as_core_array(Y, "Y", ndims=(1, 2))
-    chain = Chain(layers, dtype=y.dtype, rtol=rtol, atol=atol)
+    backend = _backends.select(Y=Y)
+    y, _ = backend.asarray(Y, "Y")
+    chain = Chain(layers, dtype=backend.dtype_of(y), rtol=rtol, atol=atol)
     return chain.reconstruct(Y, reference=reference, reference_layers=reference_layers)
-
-
-# The GPU path (torch CUDA tensors, CuPy arrays) builds on the classes above: imported last.
-from . import _gpu  # noqa: E402

@@ -470,3 +470,10 @@ PYBIND11_MODULE(_core, m) {
   bind_chain<float>(m, "ChainF32");
   bind_chain<double>(m, "ChainF64");
 }
+
+// The thread count as plain C symbols, so that threadpoolctl's controller for vsfast (see
+// vsfast/config.py) finds this library among the loaded ones and sets its threads like any BLAS.
+extern "C" {
+__attribute__((visibility("default"))) int vsfast_get_num_threads() { return vsfast::num_threads(); }
+__attribute__((visibility("default"))) void vsfast_set_num_threads(int n) { vsfast::set_num_threads(n < 1 ? 1 : n); }
+}
