@@ -48,12 +48,36 @@ _log: Path | None = None
 _cases = 0
 
 
-class Array:
-    """A generated argument: what is passed, and its values in float64 when it is one of the
-    inputs vsfast takes (float32/float64 numpy array or CPU tensor), else None."""
+MATRIX = range(2, 33)  # (..., M, N): any number of leading axes, as numpy.linalg takes them
 
-    def __init__(self, obj, values: np.ndarray | None, torch_kind: bool):
-        self.obj, self.values, self.torch = obj, values, torch_kind
+
+def computes_in(dtype) -> np.dtype | None:
+    """The dtype vsfast computes in for values of `dtype`, as numpy.linalg chooses it: float32 and
+    float64 as they are, integers and booleans as float64; None for what it refuses."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f" and dtype.itemsize in (4, 8):
+        return dtype.newbyteorder("=")
+    return np.dtype(np.float64) if dtype.kind in "biu" else None
+
+
+class Array:
+    """A generated argument: what is passed, the dtype vsfast computes in for it (None where it
+    refuses the kind), and its values in float64 when it has that dtype, else None."""
+
+    def __init__(self, obj, values: np.ndarray | None, torch_kind: bool, dtype: np.dtype | None = None):
+        self.obj, self.values, self.torch, self.dtype = obj, values, torch_kind, dtype
+
+    @classmethod
+    def converted(cls, obj) -> "Array":
+        """obj (not a tensor) with the values numpy's conversion gives it."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                conv = np.asarray(obj)
+            except (TypeError, ValueError):
+                return cls(obj, None, False)
+        dtype = computes_in(conv.dtype)
+        return cls(obj, conv.astype(np.float64) if dtype is not None else None, False, dtype)
 
     def __repr__(self) -> str:
         shape = getattr(self.obj, "shape", None)
@@ -89,7 +113,6 @@ def arrays(draw, ndim=st.integers(0, 4), shape=None, float_bias: float = 0.7, sp
         except (TypeError, ValueError):
             a = np.zeros(shape, dtype)
     layout = draw(st.sampled_from(LAYOUTS))
-    taken = a.dtype in FLOAT
     if layout == "fortran":
         a = np.asfortranarray(a)
     elif layout == "strided" and a.ndim:
@@ -102,13 +125,13 @@ def arrays(draw, ndim=st.integers(0, 4), shape=None, float_bias: float = 0.7, sp
     elif layout == "swapped" and a.dtype.kind in "fiuc":
         a = a.astype(a.dtype.newbyteorder())
     elif layout == "list":
-        return Array(a.tolist(), None, False)
+        return Array.converted(a.tolist())
     elif layout == "scalar":
-        return Array(draw(st.sampled_from([1.0, 3, None, "A", b"A"])), None, False)
+        return Array.converted(draw(st.sampled_from([1.0, 3, None, "A", b"A"])))
     elif layout.startswith("tensor") or layout == "meta":
         torch = _torch()
         if a.dtype.kind not in "fiucb" or a.dtype == np.uint64 or a.dtype == np.longdouble:
-            return Array(a, None, False)
+            return Array.converted(a)
         t = torch.from_numpy(np.ascontiguousarray(a).astype(a.dtype.newbyteorder("=")))
         if layout == "meta":
             return Array(t.to("meta"), None, True)
@@ -116,8 +139,9 @@ def arrays(draw, ndim=st.integers(0, 4), shape=None, float_bias: float = 0.7, sp
             t.requires_grad_(True)
         if layout == "tensor-strided" and t.ndim:
             t = torch.repeat_interleave(t, 2, dim=-1)[..., ::2]
-        return Array(t, np.asarray(t.detach(), np.float64) if taken else None, True)
-    return Array(a, a.astype(np.float64) if taken else None, False)
+        dtype = computes_in(a.dtype)
+        return Array(t, np.asarray(t.detach(), np.float64) if dtype is not None else None, True, dtype)
+    return Array.converted(a)
 
 
 def matrices(ndims=(2, 3), **kwargs):
@@ -152,7 +176,7 @@ def as64(x) -> np.ndarray:
 
 
 def eps_of(arr: Array) -> float:
-    return float(np.finfo(dtype_name(arr.obj)).eps)
+    return float(np.finfo(arr.dtype).eps)
 
 
 def dtype_name(x) -> str:
@@ -161,7 +185,7 @@ def dtype_name(x) -> str:
 
 def same_kind(result, arr: Array) -> None:
     assert hasattr(result, "detach") == arr.torch, "results have the input's kind"
-    assert dtype_name(result) == dtype_name(arr.obj), "results have the input's dtype"
+    assert dtype_name(result) == arr.dtype.name, "results have the dtype numpy.linalg computes the input in"
 
 
 def orthonormal(q: np.ndarray, tol: float) -> None:
@@ -192,7 +216,7 @@ def fuzz_rsvd(examples):
     def case(A, k, oversample, power_iters, seed):
         out = run(repr((A, k, oversample, power_iters, seed)), vsfast.rsvd, A.obj, k, oversample=oversample,
                   power_iters=power_iters, seed=seed)
-        ok = A.valid((2, 3)) and all(type(v) in (int, np.int64) for v in (k, oversample, power_iters, seed))
+        ok = A.valid(MATRIX) and all(type(v) in (int, np.int64) for v in (k, oversample, power_iters, seed))
         ok = ok and 1 <= k <= min(A.values.shape[-2:]) and 0 <= oversample and 0 <= power_iters <= 100 \
             and 0 <= seed < 2**64
         if refused_or(out, ok, A):
@@ -228,7 +252,7 @@ def fuzz_svd(examples):
     @settings(max_examples=examples, **SETTINGS)
     def case(A):
         out = run(repr(A), vsfast.svd, A.obj)
-        if refused_or(out, A.valid((2, 3)), A):
+        if refused_or(out, A.valid(MATRIX), A):
             k = min(A.values.shape[-2:])
             check_truncated_svd(A, *out, k)
             u, s, vh = (as64(r) for r in out)
@@ -248,15 +272,20 @@ def fuzz_spaces(examples):
     def case(W, k, rtol, atol, method):
         out = run(repr((W, k, rtol, atol, method)), vsfast.spaces, W.obj, k=k, rtol=rtol, atol=atol, method=method)
         tol_ok = all(t is None or (type(t) in (int, float) and np.isfinite(t) and t >= 0) for t in (rtol, atol))
-        ok = W.valid((2, 3)) and tol_ok and method in ("auto", "exact", "randomized")
+        ok = W.valid(MATRIX) and tol_ok and method in ("auto", "exact", "randomized")
         ok = ok and (k is None or (type(k) in (int, np.int64) and 1 <= k <= min(W.values.shape[-2:])))
         ok = ok and not (method == "randomized" and k is None)
         if refused_or(out, ok, W):
-            for i, sp in enumerate(out if isinstance(out, list) else [out]):
-                w = W.values[i] if W.values.ndim == 3 else W.values
+            each = flattened(out) if isinstance(out, list) else [out]
+            for sp, w in zip(each, W.values.reshape(-1, *W.values.shape[-2:]), strict=True):
                 check_spaces(sp, w, W, rtol, atol)
 
     case()
+
+
+def flattened(nested: list) -> list:
+    """A stack's Spaces, nested per leading axis, in the order of the flattened stack."""
+    return [x for item in nested for x in (flattened(item) if isinstance(item, list) else [item])]
 
 
 def check_spaces(sp, w: np.ndarray, W: Array, rtol, atol) -> None:
@@ -319,7 +348,7 @@ def fuzz_pinv(examples):
     def case(W, rtol, atol):
         out = run(repr((W, rtol, atol)), vsfast.pinv, W.obj, rtol=rtol, atol=atol)
         tol_ok = all(t is None or (type(t) in (int, float) and np.isfinite(t) and t >= 0) for t in (rtol, atol))
-        if refused_or(out, W.valid((2, 3)) and tol_ok, W):
+        if refused_or(out, W.valid(MATRIX) and tol_ok, W):
             same_kind(out, W)
             p, w = as64(out), W.values
             assert p.shape == w.shape[:-2] + (w.shape[-1], w.shape[-2]) and np.isfinite(p).all()
@@ -327,7 +356,7 @@ def fuzz_pinv(examples):
                 # Checked in extended precision, whose exponent range no product here leaves.
                 wi, pi = wi.astype(np.longdouble), pi.astype(np.longdouble)
                 if not pi.any():  # rank 0: sigma_1 <= ||W||_F below the tolerance or subnormal
-                    tiny = np.finfo(dtype_name(W.obj)).tiny
+                    tiny = np.finfo(W.dtype).tiny
                     assert np.linalg.norm(wi) <= max(atol or 0, tiny) or rtol, "rank 0 without cause"
                     continue
                 # The Penrose condition P W P = P, to the accuracy that the condition number of

@@ -84,7 +84,8 @@ def asarray(x: Any, name: str, dtype: Any = None, like: Any = None) -> tuple[np.
     target = np.dtype(dtype) if dtype is not None else _float_dtype(a.dtype, name)
     if dtype is not None:
         _float_dtype(a.dtype, name)  # refuse what no dtype would make sense of
-    return np.ascontiguousarray(a, dtype=target), wrap
+    # order="C", not ascontiguousarray, which would turn a 0-d array into a 1-d one.
+    return np.asarray(a, dtype=target, order="C"), wrap
 
 
 def rsvd(a: np.ndarray, k: int, oversample: int, power_iters: int, seed: int):
