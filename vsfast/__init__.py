@@ -34,3 +34,19 @@ __all__ = [
     "get_num_threads", "pinv", "project", "reconstruct", "rsvd", "set_num_threads", "spaces", "svd",
 ]
 __all__ += ["cuda_available", "get_gpu_precision", "set_gpu_precision"]
+
+# Subpackages that need optional extras (matplotlib; torch and pooch for the paper's MNIST
+# application) load on first use (PEP 562), so that `import vsfast` needs only numpy and the core.
+_LAZY_SUBMODULES = {"mnist", "report", "viz"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _LAZY_SUBMODULES)
