@@ -7,6 +7,8 @@ import os
 import re
 import shutil
 import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +52,27 @@ def test_figures_of_a_small_model(tmp_path):
         viz.save(fig, tmp_path / name)
         width, height = png_size(tmp_path / name)
         assert width > 200 and height > 100
+
+
+def test_figures_leave_the_callers_backend_and_pyplot_alone(tmp_path):
+    code = textwrap.dedent(f"""
+        import sys
+        import matplotlib
+        import numpy as np
+
+        matplotlib.use("pdf")
+        from vsfast import viz
+
+        fig = viz.image_grid(np.random.default_rng(0).random((4, 8, 8)), title="grid")
+        viz.save(fig, {str(tmp_path / "grid.png")!r})
+        assert matplotlib.get_backend() == "pdf", matplotlib.get_backend()
+        assert "matplotlib.pyplot" not in sys.modules, "viz went through pyplot"
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={k: v for k, v in os.environ.items() if k != "MPLBACKEND"})
+    assert done.returncode == 0, done.stderr
+    width, height = png_size(tmp_path / "grid.png")
+    assert width > 200 and height > 100
 
 
 def test_page_embeds_its_figures_and_escapes_text(tmp_path):

@@ -29,15 +29,23 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model(args: argparse.Namespace):
+    """The network the command names, loaded before the data so that a bad weights file fails fast."""
+    from .mnist import models
+
+    return models.load(args.name, weights=args.weights)
+
+
 def _cmd_analyze(args: argparse.Namespace) -> int:
     from .analysis import jsonable
     from .mnist import load
     from .mnist.report import analyze_model
     from .report import write_html
 
+    model = _model(args)
     images, labels = load("test", progress=args.progress)
     report, section = analyze_model(args.name, args.out, images[:args.inputs], labels[:args.inputs],
-                                    method=args.method, k=args.k, conv_view=args.conv_view, weights=args.weights,
+                                    method=args.method, k=args.k, conv_view=args.conv_view, model=model,
                                     progress=args.progress)
     page = write_html(Path(args.out) / "report.html", f"vsfast: {args.name} as vector spaces", [section])
     (Path(args.out) / "summary.json").write_text(json.dumps(jsonable({args.name: report.to_dict()}), indent=1) + "\n")
@@ -52,10 +60,11 @@ def _cmd_invert(args: argparse.Namespace) -> int:
     from .mnist.report import invert_model
     from .report import write_html
 
+    model = _model(args)
     images, labels = load("train", progress=args.progress)
     references = None if args.reference is None else tuple(None if r == "none" else r for r in args.reference)
     section = invert_model(args.name, args.out, images, labels, references=references, max_iter=args.max_iter,
-                           weights=args.weights, progress=args.progress)
+                           model=model, progress=args.progress)
     page = write_html(Path(args.out) / "report.html", f"vsfast: inputs for chosen outputs of {args.name}", [section])
     for paragraph in section.paragraphs:
         print(paragraph)
@@ -94,7 +103,9 @@ def _common_options(parser: argparse.ArgumentParser, default) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vsfast", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="vsfast", description="The paper's MNIST networks as vector spaces: analysed, inverted, trained.",
+        epilog="Exit status: 0 success, 1 failure (one line on stderr; -v adds the traceback), 2 usage error.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     _common_options(parser, False)
     common = argparse.ArgumentParser(add_help=False)

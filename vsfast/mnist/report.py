@@ -25,16 +25,16 @@ def first_of_each_class(labels: np.ndarray, classes: int = 10) -> np.ndarray:
 
 
 def analyze_model(name: str, out: str | Path, images: np.ndarray, labels: np.ndarray, *, method: str = "auto",
-                  k: int | None = None, conv_view: str = "patch", weights: str | Path | None = None,
+                  k: int | None = None, conv_view: str = "patch", model=None,
                   progress: bool = False) -> tuple[Report, Section]:
     """Analyse one of the MNIST models on ``images`` and write its figures and tables to ``out``.
 
-    ``weights``: a ``.safetensors`` file with its card (default: the shipped or cached weights).
+    ``model``: the network ``name`` names, loaded already (default: ``models.load(name)``).
     Returns the report and the page section describing it.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    model = models.load(name, weights=weights)
+    model = models.load(name) if model is None else model
     report = analyze(model, images, method=method, k=k, conv_view=conv_view, progress=progress)
     (out / f"{name}_layers.json").write_text(report.to_json(indent=1) + "\n")
     report.to_csv(out / f"{name}_layers.csv")
@@ -73,17 +73,17 @@ def analyze_model(name: str, out: str | Path, images: np.ndarray, labels: np.nda
 
 def invert_model(name: str, out: str | Path, images: np.ndarray, labels: np.ndarray, *,
                  references: tuple[str | None, ...] | None = None, max_iter: int = 200,
-                 weights: str | Path | None = None, progress: bool = False) -> Section:
+                 model=None, progress: bool = False) -> Section:
     """Inputs for the paper's per-class targets of one MNIST model (from its outputs on
     ``images``), written as a figure per reference and a JSON of the errors.
 
     Invertible chains go through the pseudoinverse, minimum-norm and with the class mean as
     reference (by default); other models through the gradient search from the class mean.
-    ``weights`` as for :func:`analyze_model`.
+    ``model`` as for :func:`analyze_model`.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    model = models.load(name, weights=weights)
+    model = models.load(name) if model is None else model
     chain = _is_chain(model)
     if references is None:
         references = (None, "class-mean") if chain else ("class-mean",)
