@@ -245,6 +245,8 @@ def test_bad_arguments():
         invert(model, np.zeros((2, 5)), reference=np.zeros(7))
     with pytest.raises(ValueError, match="reference: expected an input"):
         invert(model, np.zeros((2, 5)), reference="median")
+    with pytest.raises(ValueError, match=r"data: reference='class-mean' needs the \(inputs, labels\)"):
+        invert(model, np.zeros((2, 5)), reference="class-mean")  # no data set is assumed
     with pytest.raises(ValueError, match="box"):
         invert(model, np.zeros((2, 5)), method="optimize", box=(1, 0))
 

@@ -392,9 +392,11 @@ def _from_mirror(pooch, base: str, root: Path, names: list[str], progress: bool,
             mirror.fetch(f"{name}.gz", downloader=downloader)
         except (requests.ConnectionError, requests.Timeout) as exc:
             tried.append(f"{url}: no answer ({type(exc).__name__})")
+            log.debug("%s", tried[-1])
             return missing + names[i:]  # spare the other files the wait
         except (OSError, ValueError) as exc:  # an HTTP error, a cut transfer, a checksum mismatch
             tried.append(f"{url}: {exc}")
+            log.debug("%s", tried[-1])
             missing.append(name)
             continue
         _drop(root / name)  # a damaged raw copy would shadow the new one
