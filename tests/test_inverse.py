@@ -34,15 +34,15 @@ def torch_outputs(model, x) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def mnist_train():
-    from vsfast import data
+    from vsfast import mnist
 
-    return data.mnist("train")
+    return mnist.load("train")
 
 
 @pytest.fixture(scope="module")
 def paper(mnist_train):
     """The shipped models and the paper's per-class targets for each."""
-    from vsfast import models
+    from vsfast.mnist import models
 
     images, labels = mnist_train
     result = {}
@@ -245,6 +245,8 @@ def test_bad_arguments():
         invert(model, np.zeros((2, 5)), reference=np.zeros(7))
     with pytest.raises(ValueError, match="reference: expected an input"):
         invert(model, np.zeros((2, 5)), reference="median")
+    with pytest.raises(ValueError, match=r"data: reference='class-mean' needs the \(inputs, labels\)"):
+        invert(model, np.zeros((2, 5)), reference="class-mean")  # no data set is assumed
     with pytest.raises(ValueError, match="box"):
         invert(model, np.zeros((2, 5)), method="optimize", box=(1, 0))
 
@@ -265,7 +267,7 @@ def test_optimize_handles_batch_norm_in_eval_mode():
 @pytest.mark.slow
 @needs_mnist
 def test_resnet18_optimize_reaches_the_class_of_1000_targets(mnist_train):
-    from vsfast import models
+    from vsfast.mnist import models
 
     images, labels = mnist_train
     model = models.load("resnet18")

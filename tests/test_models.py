@@ -14,9 +14,9 @@ pytest.importorskip("safetensors")
 from safetensors.torch import load_file, save_file  # noqa: E402
 from torch import nn  # noqa: E402
 
-from vsfast import data, models  # noqa: E402
 from vsfast.cli import main as cli  # noqa: E402
-from vsfast.models import store, training  # noqa: E402
+from vsfast.mnist import data, models  # noqa: E402
+from vsfast.mnist.models import store, training  # noqa: E402
 
 THRESHOLDS = {"fcnn1": 0.92, "fcnn5": 0.97}
 
@@ -43,7 +43,7 @@ def real_root():
 
 @pytest.fixture(scope="module")
 def test_set(real_root):
-    x, y = data.mnist("test", real_root)
+    x, y = data.load("test", real_root)
     return torch.from_numpy(x), torch.from_numpy(y)
 
 
@@ -213,7 +213,7 @@ def _loss(net, x, y):
 
 
 def test_short_training_lowers_the_loss_and_writes_a_valid_card(real_root, tmp_path):
-    x, y = data.mnist("train", real_root)
+    x, y = data.load("train", real_root)
     x, y = torch.from_numpy(x[:2000]), torch.from_numpy(y[:2000])
     torch.manual_seed(0)
     before = _loss(models.mnist_fcnn1(), x, y)  # train() starts from this same initialisation
@@ -315,7 +315,7 @@ def test_resnet18_full_training(real_root, tmp_path):
     net, card = models.train("resnet18", out=tmp_path, data_root=real_root)
     assert card["test_accuracy"] >= 0.99
     loaded = models.load("resnet18", weights=tmp_path / "resnet18.safetensors")
-    x, y = data.mnist("test", real_root)
+    x, y = data.load("test", real_root)
     assert models.evaluate(loaded, x[:2000], y[:2000]) >= 0.98
 
 

@@ -7,6 +7,8 @@ import os
 import re
 import shutil
 import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +54,27 @@ def test_figures_of_a_small_model(tmp_path):
         assert width > 200 and height > 100
 
 
+def test_figures_leave_the_callers_backend_and_pyplot_alone(tmp_path):
+    code = textwrap.dedent(f"""
+        import sys
+        import matplotlib
+        import numpy as np
+
+        matplotlib.use("pdf")
+        from vsfast import viz
+
+        fig = viz.image_grid(np.random.default_rng(0).random((4, 8, 8)), title="grid")
+        viz.save(fig, {str(tmp_path / "grid.png")!r})
+        assert matplotlib.get_backend() == "pdf", matplotlib.get_backend()
+        assert "matplotlib.pyplot" not in sys.modules, "viz went through pyplot"
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={k: v for k, v in os.environ.items() if k != "MPLBACKEND"})
+    assert done.returncode == 0, done.stderr
+    width, height = png_size(tmp_path / "grid.png")
+    assert width > 200 and height > 100
+
+
 def test_page_embeds_its_figures_and_escapes_text(tmp_path):
     viz.save(viz.image_grid(np.random.default_rng(1).random((3, 8, 8))), tmp_path / "grid.png")
     section = Section("<layers>", ["a < b & c"], [{"layer": "x", "rank": 3, "condition": float("inf")}],
@@ -77,7 +100,9 @@ def test_cli_analyze_writes_figures_tables_and_page(tmp_path, capsys):
 
 def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
     assert main(["analyze", "fcnn1", "--out", str(tmp_path), "--k", "0"]) == 2
-    assert "vsfast analyze: error: k" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "vsfast analyze: error: argument --k: expected a positive integer, got 0" in err
+    assert "Traceback" not in err
 
 
 def chromium() -> str | None:

@@ -45,9 +45,9 @@ __all__ = [
     "svdvals", "__version__",
 ]
 
-# Submodules that need optional extras (torch, matplotlib) load on first use, so that
-# `import vsfast` needs only numpy and the compiled core.
-_LAZY_SUBMODULES = ("mnist", "nn", "viz")
+# Submodules that need optional extras (matplotlib; torch and pooch for the paper's MNIST
+# application) load on first use (PEP 562), so that `import vsfast` needs only numpy and the core.
+_LAZY_SUBMODULES = ("mnist", "report", "viz")
 
 
 def __getattr__(name: str) -> Any:

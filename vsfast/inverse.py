@@ -146,7 +146,8 @@ def invert(model: Any, targets: Any, *, method: str = "auto", reference: Any = N
         range repair solves, ``"all"`` starts Gauss-Newton at the reference; ``"first"`` also
         starts it at the reference's rejected part alone and keeps the answer closer to the
         reference.
-    data : (inputs, labels) for the string references; default the MNIST training set.
+    data : (inputs, labels) to take the string references from, e.g. a training set
+        (``vsfast.mnist.load("train")`` for the paper's networks); required with them.
     dtype : computation dtype, float32 or float64; default float64 for pinv (exact answers),
         the model's own for optimize.
     tol : relative output error at which a target counts as reached (pinv's range repair goes on
@@ -247,7 +248,7 @@ def _reference(model, reference, y: np.ndarray, data, dtype) -> np.ndarray | Non
     if isinstance(reference, str):
         if reference not in ("class-mean", "nearest"):
             raise ValueError(f"reference: expected an input, 'class-mean' or 'nearest', got {reference!r}")
-        images, labels = _training_data(data)
+        images, labels = _training_data(data, reference)
         classes = y.argmax(axis=1)
         if reference == "class-mean":
             means = {c: images[labels == c].mean(axis=0) for c in set(classes.tolist())}
@@ -270,11 +271,10 @@ def _reference(model, reference, y: np.ndarray, data, dtype) -> np.ndarray | Non
     return ref
 
 
-def _training_data(data) -> tuple[np.ndarray, np.ndarray]:
+def _training_data(data, reference: str) -> tuple[np.ndarray, np.ndarray]:
     if data is None:
-        from . import data as mnist_data
-
-        return mnist_data.mnist("train")
+        raise ValueError(f"data: reference={reference!r} needs the (inputs, labels) to take it from, "
+                         "e.g. vsfast.mnist.load('train')")
     try:
         images, labels = data
     except (TypeError, ValueError):

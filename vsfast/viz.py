@@ -1,4 +1,8 @@
-"""Figures of the vector-space view (matplotlib, Agg backend): each function returns a Figure.
+"""Figures of the vector-space view: each function returns a matplotlib Figure.
+
+The figures are built as ``matplotlib.figure.Figure`` objects, outside pyplot: the caller's
+backend and pyplot's list of open figures are left alone, and a figure is freed like any object.
+Show one in a notebook by displaying it; write it with :func:`save` or its ``savefig``.
 
 Needs matplotlib (``pip install vsfast[viz]``).
 """
@@ -15,13 +19,10 @@ from ._arrays import check_int, values
 __all__ = ["conv_kernels", "decomposition", "image_grid", "rejected_samples", "save", "signal_basis", "spectra"]
 
 
-def _plt():
-    import matplotlib
+def _figure(width: float, height: float):
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(figsize=(width, height))
 
 
 # More panels than this in one figure is a mistake (and minutes of drawing), not a figure.
@@ -52,9 +53,8 @@ def _labels(labels: Any, count: int, name: str) -> Any:
 
 
 def save(fig, path) -> None:
-    """Write ``fig`` as a PNG and close it."""
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    _plt().close(fig)
+    """Write ``fig`` as a PNG (a path or a binary file object)."""
+    fig.savefig(path, format="png", dpi=100, bbox_inches="tight")
 
 
 def image_grid(images: np.ndarray, titles: Sequence[str] | None = None, *, columns: int = 10,
@@ -65,10 +65,9 @@ def image_grid(images: np.ndarray, titles: Sequence[str] | None = None, *, colum
     count = len(images)
     titles = _labels(titles, count, "titles")
     columns = max(1, min(check_int(columns, "columns", low=1), count))
-    plt = _plt()
     rows = max(1, math.ceil(count / columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(size * columns, size * rows + (0.4 if title else 0)),
-                             squeeze=False)
+    fig = _figure(size * columns, size * rows + (0.4 if title else 0))
+    axes = fig.subplots(rows, columns, squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i >= count:
@@ -119,8 +118,8 @@ def decomposition(images: np.ndarray, signal: np.ndarray, residual: np.ndarray,
                          f"{residual.shape}")
     count = len(images)
     labels = _labels(labels, count, "labels")
-    plt = _plt()
-    fig, axes = plt.subplots(3, count, figsize=(1.2 * count + 0.6, 4.2), squeeze=False)
+    fig = _figure(1.2 * count + 0.6, 4.2)
+    axes = fig.subplots(3, count, squeeze=False)
     for i in range(count):
         energy = float(np.sum(images[i] ** 2)) or 1.0
         bound = float(np.max(np.abs(residual[i]))) or 1.0
@@ -139,11 +138,11 @@ def decomposition(images: np.ndarray, signal: np.ndarray, residual: np.ndarray,
 
 def spectra(report, *, columns: int = 4):
     """Singular values of every analysed layer (log scale), the rank and the condition number."""
-    plt = _plt()
     layers = list(report)
     columns = max(1, min(columns, len(layers)))
     rows = math.ceil(len(layers) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.4 * rows), squeeze=False)
+    fig = _figure(3.2 * columns, 2.4 * rows)
+    axes = fig.subplots(rows, columns, squeeze=False)
     for ax in axes.flat[len(layers):]:
         ax.axis("off")
     for ax, layer in zip(axes.flat, layers):
@@ -163,7 +162,6 @@ def spectra(report, *, columns: int = 4):
 def conv_kernels(weight: Any, kernel_spaces, *, vectors: int = 8):
     """A first convolution's kernels (input channel 0) and the top singular vectors of the
     kernel view: the directions the layer's kernels are built from."""
-    plt = _plt()
     w = values(weight).astype(np.float64)
     kernels = w[:, 0]
     kh, kw = kernels.shape[-2:]
@@ -171,7 +169,7 @@ def conv_kernels(weight: Any, kernel_spaces, *, vectors: int = 8):
     s = np.asarray(kernel_spaces.singular_values, dtype=np.float64)
     columns = 16
     grid_rows = math.ceil(len(kernels) / columns)
-    fig = plt.figure(figsize=(columns * 0.6, grid_rows * 0.6 + 1.6))
+    fig = _figure(columns * 0.6, grid_rows * 0.6 + 1.6)
     top = fig.add_gridspec(2, 1, height_ratios=[grid_rows, 1.6])
     kernel_grid = top[0].subgridspec(grid_rows, columns, wspace=0.05, hspace=0.05)
     for i in range(grid_rows * columns):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import sys
@@ -13,11 +14,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from vsfast import data
+from .. import data
 
 from .store import BUILDERS, canonical, models_cache_dir, save
 
 __all__ = ["RECIPES", "evaluate", "train"]
+
+log = logging.getLogger(__name__)
 
 #: Hyper-parameters of each network. ``shift``: random translation of up to that many pixels.
 #: ``saturation_weight``: weight of the penalty on SELU inputs below SATURATION_LIMIT (FCNN-5).
@@ -77,7 +80,7 @@ def train(
     lr: float | None = None,
     limit: int | None = None,
     data_root: str | os.PathLike | None = None,
-    progress: bool = True,
+    progress: bool = False,
     write: bool = True,
 ) -> tuple[nn.Module, dict]:
     """Train one of the MNIST networks from a fixed seed and write its weights and card.
@@ -95,7 +98,7 @@ def train(
     limit
         Train on the first ``limit`` training images only (quick checks).
     data_root
-        MNIST folder, see :func:`vsfast.data.mnist`.
+        MNIST folder, see :func:`vsfast.mnist.load`.
     progress
         Show a progress bar with the loss, the training accuracy and the time left.
     write
@@ -114,8 +117,8 @@ def train(
     recipe = dict(RECIPES[name])
     recipe.update({k: v for k, v in dict(epochs=epochs, batch_size=batch_size, lr=lr).items() if v is not None})
 
-    x_train, y_train = data.mnist("train", data_root)
-    x_test, y_test = data.mnist("test", data_root)
+    x_train, y_train = data.load("train", data_root)
+    x_test, y_test = data.load("test", data_root)
     if limit is not None:
         x_train, y_train = x_train[:limit], y_train[:limit]
     x_train, y_train = torch.from_numpy(x_train), torch.from_numpy(y_train)
@@ -165,8 +168,8 @@ def train(
                 t5 = time.perf_counter()
             if step == 25 and steps > 50:
                 per_step = (time.perf_counter() - t5) / 20
-                bar.write(f"vsfast: training {name} for {recipe['epochs']} epoch(s) of {per_epoch} steps: "
-                          f"about {_duration(per_step * steps)} on this machine")
+                log.info("training %s for %d epoch(s) of %d steps: about %s on this machine", name,
+                         recipe["epochs"], per_epoch, _duration(per_step * steps))
         history.append({"epoch": epoch + 1, "loss": round(loss_sum / n, 6), "train_accuracy": round(correct / n, 6)})
     bar.close()
     for hook in hooks:  # the trained model goes out without them
@@ -235,9 +238,6 @@ class _Silent:
 
     def set_postfix(self, **kwargs):
         pass
-
-    def write(self, text):
-        print(text, file=sys.stderr)
 
     def close(self):
         pass

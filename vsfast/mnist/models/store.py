@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
 
 from torch import nn
 
-from vsfast.data import cache_dir
+from ..data import cache_dir
 
 from .nets import mnist_fcnn1, mnist_fcnn5, mnist_resnet18
 
@@ -25,6 +26,8 @@ SHIPPED = ("fcnn1", "fcnn5")
 
 CARD_FORMAT = "vsfast-weights/1"
 
+log = logging.getLogger(__name__)
+
 
 def canonical(name: str) -> str:
     """``"fcnn1"`` for "fcnn1", "mnist_fcnn1", "FCNN-1" and so on; ValueError if unknown."""
@@ -38,7 +41,7 @@ def canonical(name: str) -> str:
 
 
 def models_cache_dir() -> Path:
-    """Where trained weights are cached: ``cache_dir() / "models"`` (see :func:`vsfast.data.cache_dir`)."""
+    """Where trained weights are cached: ``cache_dir() / "models"`` (see :func:`vsfast.mnist.data.cache_dir`)."""
     return cache_dir() / "models"
 
 
@@ -223,8 +226,8 @@ def load(name: str, pretrained: bool = True, *, weights: str | os.PathLike | Non
             if not weights.is_file():
                 from .training import train
 
-                print(f"vsfast: no trained {name} in {weights.parent}; training it once, which takes "
-                      "about 5 minutes on a 2-core CPU (an estimate for this machine follows)", flush=True)
+                log.warning("no trained %s in %s; training it once, which takes about 5 minutes on a 2-core "
+                            "CPU (an estimate for this machine follows)", name, weights.parent)
                 train(name, out=weights.parent)
     if weights is not None:
         model.card = load_weights(model, weights, name)

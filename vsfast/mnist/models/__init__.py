@@ -1,10 +1,10 @@
 """The paper's MNIST networks (FCNN-1, FCNN-5, ResNet18), their training and their weights.
 
->>> from vsfast import models
+>>> from vsfast.mnist import models
 >>> net = models.load("fcnn5")           # shipped weights, eval mode
 >>> net.card["test_accuracy"]            # measured on the 10,000 official test images
 
-Needs torch (and torchvision for ResNet18), safetensors and tqdm: ``pip install vsfast[torch]``.
+Needs torch (and torchvision for ResNet18), safetensors and tqdm: ``pip install vsfast[mnist]``.
 """
 
 from .nets import FCNN5_WIDTHS, mnist_fcnn1, mnist_fcnn5, mnist_resnet18
