@@ -164,7 +164,7 @@ def main() -> None:
     parser.add_argument("--tf32", action="store_true", help="also time vsfast with TF32 products (opt-in precision)")
     args = parser.parse_args()
     if not vsfast.cuda_available() or not torch.cuda.is_available():
-        from vsfast import _gpu
+        from vsfast._backends import gpu as _gpu
 
         why = _gpu.IMPORT_ERROR or (_gpu._cuda.unavailable_reason() if _gpu._cuda else "no module")
         print(f"benchmarks/cuda.py: no GPU to measure on ({why}); nothing timed.")

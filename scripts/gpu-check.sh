@@ -13,7 +13,7 @@ if [ -z "${VSFAST_DATA:-}" ] && [ -d ../shared/data/mnist ]; then
 fi
 .venv/bin/python - <<'PY'
 import sys, torch, vsfast
-from vsfast import _gpu
+from vsfast._backends import gpu as _gpu
 if not vsfast.cuda_available():
     sys.exit(f"gpu-check: vsfast cannot use a GPU here: "
              f"{_gpu.IMPORT_ERROR or (_gpu._cuda.unavailable_reason() if _gpu._cuda else 'no module')}")
