@@ -88,7 +88,7 @@ def run_header(command: str) -> str:
     from datetime import date
 
     return (f"Measured {date.today()} by `{command}` on {cpu_model()}, {usable_cores()} usable cores "
-            f"(vsfast {vsfast.get_num_threads()} threads); vsfast {vsfast.__version__}, numpy {np.__version__}, "
+            f"(vsfast's thread count: {vsfast.get_num_threads()});\nvsfast {vsfast.__version__}, numpy {np.__version__}, "
             f"torch {torch.__version__}, {openblas_version()}.")
 
 
