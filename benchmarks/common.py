@@ -88,8 +88,8 @@ def run_header(command: str) -> str:
     from datetime import date
 
     return (f"Measured {date.today()} by `{command}` on {cpu_model()}, {usable_cores()} usable cores "
-            f"(vsfast's thread count: {vsfast.get_num_threads()});\nvsfast {vsfast.__version__}, numpy {np.__version__}, "
-            f"torch {torch.__version__}, {openblas_version()}.")
+            f"(vsfast's thread count: {vsfast.get_num_threads()});\nvsfast {vsfast.__version__}, "
+            f"numpy {np.__version__}, torch {torch.__version__}, {openblas_version()}.")
 
 
 def markdown_table(title: str, columns: list[str], rows: list[list[str]]) -> str:

@@ -113,7 +113,8 @@ def main() -> None:
     columns = ["workload", "vsfast", "GEMM floor", "torch", "vsfast / floor", "torch / floor", "speed-up vs torch",
                "error vs torch"]
     table = [[name, f"{ours * 1e3:.1f} ms", f"{floor * 1e3:.1f} ms", f"{theirs * 1e3:.1f} ms", f"{ours / floor:.2f}",
-              f"{theirs / floor:.2f}", f"{theirs / ours:.2f}×", f"{acc:.2f}"] for name, ours, floor, theirs, acc in rows]
+              f"{theirs / floor:.2f}", f"{theirs / ours:.2f}×", f"{acc:.2f}"]
+             for name, ours, floor, theirs, acc in rows]
     publish(args, "ratios.py", markdown_table(title, columns, table))
 
 

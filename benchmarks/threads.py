@@ -46,9 +46,9 @@ def main() -> None:
             rows.append([name, f"{one * 1e3:.0f} ms", f"{two * 1e3:.0f} ms", f"{one / two:.2f}×"])
     finally:
         vsfast.set_num_threads(threads)
-    publish(args, "threads.py", markdown_table(f"vsfast set to 1 thread for these calls, 8 calls, median of {args.rounds} rounds",
-                                               ["8 calls of", "1 Python thread", "2 Python threads", "speed-up"],
-                                               rows))
+    title = f"vsfast set to 1 thread for these calls, 8 calls, median of {args.rounds} rounds"
+    columns = ["8 calls of", "1 Python thread", "2 Python threads", "speed-up"]
+    publish(args, "threads.py", markdown_table(title, columns, rows))
 
 
 if __name__ == "__main__":
