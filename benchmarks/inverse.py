@@ -9,10 +9,10 @@ target is reachable. Both methods start from the digit (vsfast: the reference, a
 must bring every target to a relative output error of 1e-4, in float32. Gradient descent is given
 every advantage: its learning rate is the best of a sweep on the first --sweep targets (fewest
 steps until every one of them got there), it runs on all targets in one batch, and a target counts
-as reached at the first step its error is at most 1e-4, even if later steps take it away again. Its times to 50, 90, 99 and 100 % of the targets are
-reported, each against vsfast's time for all of them; a target not reached within --max-steps
-makes the last ratios lower bounds (">"). The table is printed and written as the inverse.py
-section of benchmarks/RESULTS.md.
+as reached at the first step its error is at most 1e-4, even if later steps take it away again.
+Its times to 50, 90, 99 and 100 % of the targets are reported, each against vsfast's time for all
+of them; a target not reached within --max-steps makes the last ratios lower bounds (">"). The
+table is printed and written as the inverse.py section of benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
