@@ -32,7 +32,7 @@ from common import (  # noqa: E402
 )
 
 import vsfast  # noqa: E402
-from vsfast import models  # noqa: E402
+from vsfast.mnist import models  # noqa: E402
 from vsfast.analysis import layer_matrix  # noqa: E402
 
 LLM_SHAPE = (4096, 11008)

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import add_results_options, markdown_table, publish  # noqa: E402
 
 import vsfast  # noqa: E402
-from vsfast import data, models  # noqa: E402
+from vsfast import mnist  # noqa: E402
 from vsfast.inverse import invert, model_outputs  # noqa: E402
 
 TOL = 1e-4
@@ -94,9 +94,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(vsfast.get_num_threads())
 
-    model = models.load("fcnn5")
+    model = mnist.models.load("fcnn5")
     model.requires_grad_(False)
-    images, labels = data.mnist("test")
+    images, labels = mnist.load("test")
     images, labels = images[: args.targets], labels[: args.targets]
     targets = model_outputs(model, images)[same_class_partners(labels)]
 
