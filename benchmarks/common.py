@@ -53,6 +53,8 @@ def threaded(fn):
 
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
+# The machine's load when the script started: on a shared machine it says how far to trust a run.
+_LOAD_AT_START = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
 
 def cpu_model() -> str:
@@ -83,13 +85,20 @@ def openblas_version() -> str:
     return f"{name} {version} ({' '.join(config)})"
 
 
+def load_average() -> str:
+    """The 1-minute load average at the script's start and now, where the system reports one."""
+    if _LOAD_AT_START is None:
+        return "load average unknown"
+    return f"load average {_LOAD_AT_START:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
+
+
 def run_header(command: str) -> str:
     """Who measured what, where and with which versions: the first lines of every section."""
     from datetime import date
 
     return (f"Measured {date.today()} by `{command}` on {cpu_model()}, {usable_cores()} usable cores "
-            f"(vsfast's thread count: {vsfast.get_num_threads()});\nvsfast {vsfast.__version__}, "
-            f"numpy {np.__version__}, torch {torch.__version__}, {openblas_version()}.")
+            f"(vsfast's thread count: {vsfast.get_num_threads()}; {load_average()});\n"
+            f"vsfast {vsfast.__version__}, numpy {np.__version__}, torch {torch.__version__}, {openblas_version()}.")
 
 
 def markdown_table(title: str, columns: list[str], rows: list[list[str]]) -> str:
