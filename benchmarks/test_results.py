@@ -78,3 +78,14 @@ def test_results_file_has_every_scripts_section(script):
     begin, end = section_markers(script)
     text = RESULTS.read_text()
     assert text.count(begin) == text.count(end) == 1 and text.index(begin) < text.index(end)
+
+
+def test_run_header_says_where_and_with_what():
+    import numpy as np
+    import vsfast
+    from common import cpu_model, run_header, usable_cores
+
+    header = run_header("benchmarks/x.py --quick")
+    for part in ("`benchmarks/x.py --quick`", cpu_model(), f"{usable_cores()} usable cores", "load average",
+                 f"vsfast {vsfast.__version__}", f"numpy {np.__version__}", "OpenBLAS "):
+        assert part in header, part
