@@ -1,6 +1,6 @@
 """Analysing whole models: vsfast.analyze against the paper's reference approach and torch, in one run.
 
-    .venv/bin/python benchmarks/analysis.py [--rounds N] [--llm-layers N] [--numpy-layers N]
+    .venv/bin/python benchmarks/analysis.py [--rounds N] [--llm-layers N] [--numpy-layers N] [--no-write]
 
 Workloads: every layer of ResNet18 (exact spaces; the trained weights when cached, else the
 initial ones) and a stack of LLM-sized layers (4096 x 11008, top-64 spaces). Baselines, per
@@ -11,7 +11,8 @@ of them (a full SVD of one takes about a minute and a half here) and scaled to t
 
 Accuracy, relative to torch's (1.00 = equal, below 1 = better): for exact spaces the largest
 singular-value error against float64 over sigma_1, for top-k the spectral-norm error of the
-rank-k approximation.
+rank-k approximation. The table is printed and written as the analysis.py section of
+benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import (  # noqa: E402
-    K, OVERSAMPLE, POWER_ITERS, layer_like, machine_line, median_time, print_table, spectral_error,
+    K, OVERSAMPLE, POWER_ITERS, add_results_options, layer_like, markdown_table, median_time, publish,
+    spectral_error,
 )
 
 import vsfast  # noqa: E402
-from vsfast import models  # noqa: E402
+from vsfast.mnist import models  # noqa: E402
 from vsfast.analysis import layer_matrix  # noqa: E402
 
 LLM_SHAPE = (4096, 11008)
@@ -106,15 +108,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--llm-layers", type=int, default=32)
     parser.add_argument("--numpy-layers", type=int, default=1)
+    add_results_options(parser)
     args = parser.parse_args()
     torch.set_num_threads(vsfast.get_num_threads())
     rows = [resnet_row(args.rounds), llm_row(args.rounds, args.llm_layers, args.numpy_layers)]
 
-    print_table(f"{machine_line()}, numpy {np.__version__}, float32, median of {args.rounds} rounds (numpy: one round)",
-                ["workload", "vsfast", "numpy SVD + matrix_rank", "torch.linalg", "speed-up vs numpy",
-                 "speed-up vs torch", "error vs torch"],
-                [[name, f"{ours:.2f} s", f"{paper:.1f} s", f"{theirs:.2f} s", f"{paper / ours:.0f}×",
-                  f"{theirs / ours:.2f}×", f"{acc:.2f}"] for name, ours, paper, theirs, acc in rows])
+    title = f"float32, median of {args.rounds} rounds (numpy: one round)"
+    columns = ["workload", "vsfast", "numpy SVD + matrix_rank", "torch.linalg", "speed-up vs numpy",
+               "speed-up vs torch", "error vs torch"]
+    table = [[name, f"{ours:.2f} s", f"{paper:.1f} s", f"{theirs:.2f} s", f"{paper / ours:.0f}×",
+              f"{theirs / ours:.2f}×", f"{acc:.2f}"] for name, ours, paper, theirs, acc in rows]
+    publish(args, "analysis.py", markdown_table(title, columns, table))
 
 
 if __name__ == "__main__":

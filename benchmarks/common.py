@@ -1,9 +1,11 @@
-"""Workloads, baselines and the GEMM floor shared by the benchmark script and the
-pytest-benchmark suite."""
+"""Workloads, baselines, the GEMM floor and the writing of RESULTS.md, shared by the benchmark
+scripts and the pytest-benchmark suite."""
 
 from __future__ import annotations
 
 import ctypes
+import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,22 +52,124 @@ def threaded(fn):
     return run
 
 
-def machine_line() -> str:
-    """Date, processor, thread count and torch version: the first line of every benchmark table."""
+RESULTS = Path(__file__).with_name("RESULTS.md")
+# The machine's load when the script started: on a shared machine it says how far to trust a run.
+_LOAD_AT_START = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+def cpu_model() -> str:
+    """The processor's model name from /proc/cpuinfo (Linux), else what platform knows."""
     import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask), not the machine's total."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def openblas_version() -> str:
+    """The OpenBLAS that vsfast links (scipy-openblas32), with its build configuration and the
+    kernel set it chose for this CPU."""
+    name, version, *config = scipy_openblas32.get_openblas_config().split()
+    return f"{name} {version} ({' '.join(config)})"
+
+
+def load_average() -> str:
+    """The 1-minute load average at the script's start and now, where the system reports one."""
+    if _LOAD_AT_START is None:
+        return "load average unknown"
+    return f"load average {_LOAD_AT_START:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
+
+
+def run_header(command: str) -> str:
+    """Who measured what, where and with which versions: the first lines of every section."""
     from datetime import date
 
-    return (f"{date.today()}, {platform.processor() or platform.machine()}, {vsfast.get_num_threads()} threads, "
-            f"torch {torch.__version__}")
+    return (f"Measured {date.today()} by `{command}` on {cpu_model()}, {usable_cores()} usable cores "
+            f"(vsfast's thread count: {vsfast.get_num_threads()}; {load_average()});\n"
+            f"vsfast {vsfast.__version__}, numpy {np.__version__}, torch {torch.__version__}, {openblas_version()}.")
 
 
-def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+def markdown_table(title: str, columns: list[str], rows: list[list[str]]) -> str:
     """A Markdown table under its title line; the first column left-aligned, the rest right."""
-    print(f"{title}\n")
-    print("| " + " | ".join(columns) + " |")
-    print("| --- |" + " ---: |" * (len(columns) - 1))
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+    lines = [title, "", "| " + " | ".join(columns) + " |", "| --- |" + " ---: |" * (len(columns) - 1)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def add_results_options(parser) -> None:
+    """The options every benchmark script shares: where its section goes, or nowhere."""
+    parser.add_argument("--no-write", action="store_true", help="print the tables only; leave RESULTS.md alone")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="the Markdown file to update "
+                        "(default: benchmarks/RESULTS.md)")
+
+
+def publish(args, script: str, body: str) -> None:
+    """Print a script's tables and, unless ``--no-write``, make them its section of the results
+    file, headed by :func:`run_header` with the command line that produced them."""
+    command = " ".join([f"benchmarks/{script}", *sys.argv[1:]])
+    text = f"{run_header(command)}\n\n{body}"
+    print(text)
+    if not args.no_write:
+        write_section(args.results, script, text)
+        print(f"\nwrote the {script} section of {args.results}")
+
+
+def section_markers(name: str) -> tuple[str, str]:
+    return f"<!-- {name} begin -->", f"<!-- {name} end -->"
+
+
+def replace_section(document: str, name: str, body: str) -> str:
+    """``document`` with the text between ``name``'s markers replaced by ``body``; the section is
+    appended, markers included, where the document has none yet."""
+    begin, end = section_markers(name)
+    block = f"{begin}\n{body.strip()}\n{end}"
+    starts, ends = document.count(begin), document.count(end)
+    if starts == ends == 0:
+        return document.rstrip("\n") + ("\n\n" if document.strip() else "") + block + "\n"
+    if starts != 1 or ends != 1 or document.index(begin) > document.index(end):
+        raise ValueError(f"expected one {begin!r} before one {end!r}, found {starts} and {ends}")
+    head, rest = document.split(begin)
+    return head + block + rest.split(end, 1)[1]
+
+
+def write_section(path: Path, name: str, body: str) -> None:
+    """Replace one named section of a Markdown file in place. The new text goes to a temporary
+    file in the same directory that is then renamed over the old one, so a reader never sees a
+    half-written file; a lock on the directory keeps two scripts finishing at once from each
+    writing over the other's section."""
+    import fcntl
+    import tempfile
+
+    path = Path(path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(directory, fcntl.LOCK_EX)
+        document = path.read_text(encoding="utf-8") if path.exists() else ""
+        text = replace_section(document, name, body)
+        mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(text)
+            os.chmod(tmp, mode)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    finally:
+        os.close(directory)
 
 
 def median_time(fn, rounds: int, warmup: int = 1, settle: float = 0.3) -> float:

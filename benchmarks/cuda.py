@@ -1,11 +1,13 @@
 """GPU ratios: vsfast's CUDA module against its cuBLAS GEMM floor, torch.svd_lowrank and
 torch.linalg.svd on the same GPU, all measured in one run.
 
-    .venv/bin/python benchmarks/cuda.py [--rounds N] [--quick] [--tf32] [--no-linalg-svd]
+    .venv/bin/python benchmarks/cuda.py [--rounds N] [--quick] [--tf32] [--linalg-rounds N] [--no-write]
 
-Prints a Markdown table per workload: median GPU times (CUDA events, after warm-up), the ratios
-that matter and the accuracy relative to torch.svd_lowrank (spectral-norm error of the rank-k
-approximation, in float64 on the GPU). Exits with a message, and status 0, where there is no GPU.
+Prints a Markdown table per workload group, and writes them as the cuda.py section of
+benchmarks/RESULTS.md: median GPU times (CUDA events, after warm-up), the ratios that matter and
+the accuracy relative to torch.svd_lowrank (spectral-norm error of the rank-k approximation, in
+float64 on the GPU). Exits with a message, and status 0, where there is no GPU; it then writes
+nothing.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 import vsfast  # noqa: E402
 from common import (  # noqa: E402
-    K, OVERSAMPLE, POWER_ITERS, RSVD_SHAPES, TorchChain, fcnn5_like_chain, layer_like, print_table, torch_lowrank,
-    torch_projection,
+    K, OVERSAMPLE, POWER_ITERS, RSVD_SHAPES, TorchChain, add_results_options, fcnn5_like_chain, layer_like,
+    markdown_table, publish, torch_lowrank, torch_projection,
 )
 
 GPU_SHAPES = RSVD_SHAPES + [(8192, 8192), (256, 512, 4608)]
@@ -42,11 +44,10 @@ def gpu_time(fn, rounds: int, warmup: int = 2) -> float:
     return float(np.median(times))
 
 
-def machine_line() -> str:
-    from datetime import date
-
+def device_line() -> str:
+    """The GPU and the CUDA stack that measured: the line under the section's header."""
     props = torch.cuda.get_device_properties(0)
-    return (f"{date.today()}, {props.name} ({props.total_memory / 2**30:.0f} GiB, {props.multi_processor_count} SMs), "
+    return (f"GPU: {props.name} ({props.total_memory / 2**30:.0f} GiB, {props.multi_processor_count} SMs), "
             f"torch {torch.__version__}, CUDA {torch.version.cuda}, vsfast precision {vsfast.get_gpu_precision()}")
 
 
@@ -162,6 +163,7 @@ def main() -> None:
                         help="rounds of torch.linalg.svd (seconds per call on the large shapes); 0 skips it")
     parser.add_argument("--quick", action="store_true", help="only the first and the largest single shape")
     parser.add_argument("--tf32", action="store_true", help="also time vsfast with TF32 products (opt-in precision)")
+    add_results_options(parser)
     args = parser.parse_args()
     if not vsfast.cuda_available() or not torch.cuda.is_available():
         from vsfast._backends import gpu as _gpu
@@ -183,14 +185,15 @@ def main() -> None:
         if args.tf32:
             line += [ms(tf[0]), f"{tf[1]:.2f}"]
         table.append(line)
-    print_table(f"{machine_line()}, float32, k={K}, oversample={OVERSAMPLE}, power_iters={POWER_ITERS}, "
-                f"median of {args.rounds} rounds (torch.linalg.svd: {args.linalg_rounds})", columns, table)
-    print()
     others = [projection_row(784, 512, args.rounds), projection_row(4608, 512, args.rounds), chain_row(args.rounds)]
-    print_table("Projection and chained reconstruction, float32, same run",
-                ["workload", "vsfast", "GEMM floor", "torch", "vsfast / floor", "speed-up vs torch", "error vs torch"],
-                [[name, ms(ours), ms(floor), ms(theirs), f"{ours / floor:.2f}", f"{theirs / ours:.2f}×", f"{acc:.2f}"]
-                 for name, ours, floor, theirs, _, acc in others])
+    rsvd_table = markdown_table(f"float32, k={K}, oversample={OVERSAMPLE}, power_iters={POWER_ITERS}, median of "
+                                f"{args.rounds} rounds (torch.linalg.svd: {args.linalg_rounds})", columns, table)
+    other_table = markdown_table(
+        "Projection and chained reconstruction, float32, same run",
+        ["workload", "vsfast", "GEMM floor", "torch", "vsfast / floor", "speed-up vs torch", "error vs torch"],
+        [[name, ms(ours), ms(floor), ms(theirs), f"{ours / floor:.2f}", f"{theirs / ours:.2f}×", f"{acc:.2f}"]
+         for name, ours, floor, theirs, _, acc in others])
+    publish(args, "cuda.py", f"{device_line()}\n\n{rsvd_table}\n\n{other_table}")
 
 
 if __name__ == "__main__":

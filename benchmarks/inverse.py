@@ -2,16 +2,17 @@
 Gauss-Newton where the preimage leaves the SELU range) against the paper's approach, gradient
 descent on the input (Adam, torch), measured in one run.
 
-    .venv/bin/python benchmarks/inverse.py [--targets N] [--max-steps N] [--lr LR [LR ...]]
+    .venv/bin/python benchmarks/inverse.py [--targets N] [--max-steps N] [--lr LR [LR ...]] [--no-write]
 
 Each test digit is moved to produce the outputs of another test digit of its class, so every
 target is reachable. Both methods start from the digit (vsfast: the reference, at every layer) and
-must bring every target to a relative output error of 1e-4, in float32. Gradient descent is given every advantage: its learning rate is the best of a
-sweep on the first --sweep targets (fewest steps until every one of them got there), it runs on
-all targets in one batch, and a target counts as reached at the first step its error is at most
-1e-4, even if later steps take it away again. Its times to 50, 90, 99 and 100 % of the targets are
-reported, each against vsfast's time for all of them; a target not reached within --max-steps
-makes the last ratios lower bounds (">").
+must bring every target to a relative output error of 1e-4, in float32. Gradient descent is given
+every advantage: its learning rate is the best of a sweep on the first --sweep targets (fewest
+steps until every one of them got there), it runs on all targets in one batch, and a target counts
+as reached at the first step its error is at most 1e-4, even if later steps take it away again.
+Its times to 50, 90, 99 and 100 % of the targets are reported, each against vsfast's time for all
+of them; a target not reached within --max-steps makes the last ratios lower bounds (">"). The
+table is printed and written as the inverse.py section of benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine_line  # noqa: E402
+from common import add_results_options, markdown_table, publish  # noqa: E402
 
 import vsfast  # noqa: E402
-from vsfast import data, models  # noqa: E402
+from vsfast import mnist  # noqa: E402
 from vsfast.inverse import invert, model_outputs  # noqa: E402
 
 TOL = 1e-4
@@ -89,12 +90,13 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=3000)
     parser.add_argument("--sweep", type=int, default=1000, help="targets of the learning-rate sweep")
     parser.add_argument("--lr", type=float, nargs="+", default=[1e-2, 3e-2, 1e-1])
+    add_results_options(parser)
     args = parser.parse_args()
     torch.set_num_threads(vsfast.get_num_threads())
 
-    model = models.load("fcnn5")
+    model = mnist.models.load("fcnn5")
     model.requires_grad_(False)
-    images, labels = data.mnist("test")
+    images, labels = mnist.load("test")
     images, labels = images[: args.targets], labels[: args.targets]
     targets = model_outputs(model, images)[same_class_partners(labels)]
 
@@ -113,23 +115,23 @@ def main() -> None:
     lr = best_rate(model, images[: args.sweep], targets[: args.sweep], args.lr, args.max_steps)
     clock, first = gradient_descent(model, images, targets, lr, args.max_steps)
 
-    print(f"{machine_line()}; {len(targets):,} targets through FCNN-5 (784-512-256-128-64-10, SELU), "
-          f"every one to a relative output error of {TOL:g}\n")
-    print("| method | targets reached | time | speed-up of vsfast (float32) | max relative error | median |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    title = (f"{len(targets):,} targets through FCNN-5 (784-512-256-128-64-10, SELU), every one to a relative "
+             f"output error of {TOL:g}")
+    columns = ["method", "targets reached", "time", "speed-up of vsfast (float32)", "max relative error", "median"]
+    table = []
     for name, seconds, result in rows:
         repaired = int(np.sum(result.iterations > 0))
-        print(f"| vsfast pinv, {name} ({repaired:,} repaired, {result.iterations.mean():.1f} steps each) "
-              f"| {np.mean(result.error <= TOL):.0%} | {seconds:.2f} s | | {result.error.max():.1e} "
-              f"| {np.median(result.error):.1e} |")
+        table.append([f"vsfast pinv, {name} ({repaired:,} repaired, {result.iterations.mean():.1f} steps each)",
+                      f"{np.mean(result.error <= TOL):.0%}", f"{seconds:.2f} s", "", f"{result.error.max():.1e}",
+                      f"{np.median(result.error):.1e}"])
     for fraction in FRACTIONS:
         step = steps_to(first, fraction)
-        bound = step > args.max_steps
         seconds = clock[min(step, len(clock)) - 1]
-        mark = ">" if bound else ""
-        print(f"| gradient descent (Adam, lr {lr:g}, torch float32) | {fraction:.0%} "
-              f"| {mark}{seconds:.1f} s ({mark}{min(step, args.max_steps)} steps) "
-              f"| {mark}{seconds / vsfast_time:.0f}× | | |")
+        mark = ">" if step > args.max_steps else ""
+        table.append([f"gradient descent (Adam, lr {lr:g}, torch float32)", f"{fraction:.0%}",
+                      f"{mark}{seconds:.1f} s ({mark}{min(step, args.max_steps)} steps)",
+                      f"{mark}{seconds / vsfast_time:.0f}×", "", ""])
+    publish(args, "inverse.py", markdown_table(title, columns, table))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """Time ratios of vsfast against its GEMM floor and the torch baselines, measured in one run.
 
-    .venv/bin/python benchmarks/ratios.py [--rounds N] [--quick]
+    .venv/bin/python benchmarks/ratios.py [--rounds N] [--quick] [--no-write]
 
-Prints a Markdown table: medians of N rounds, the ratios that matter, and the accuracy of each
-result relative to torch's (spectral-norm error of the rank-k approximation). Within each round
+Prints a Markdown table, and writes it as the ratios.py section of benchmarks/RESULTS.md: medians
+of N rounds, the ratios that matter, and the accuracy of each result relative to torch's
+(spectral-norm error of the rank-k approximation). Within each round
 the GEMM floor, vsfast and torch are timed in turn, each after a short pause that lets the
 threads of the previous call go idle.
 """
@@ -20,9 +21,9 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 import vsfast  # noqa: E402
 from common import (  # noqa: E402
-    K, OVERSAMPLE, POWER_ITERS, RSVD_SHAPES, TorchChain, fcnn5_like_chain, interleaved_medians, layer_like,
-    machine_line, print_table, rsvd_floor_passes, spectral_error, threaded, torch_lowrank, torch_projection,
-    _sgemm_rowmajor,
+    K, OVERSAMPLE, POWER_ITERS, RSVD_SHAPES, TorchChain, _sgemm_rowmajor, add_results_options, fcnn5_like_chain,
+    interleaved_medians, layer_like, markdown_table, publish, rsvd_floor_passes, spectral_error, threaded,
+    torch_lowrank, torch_projection,
 )
 
 
@@ -98,6 +99,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="only the smaller shapes")
+    add_results_options(parser)
     args = parser.parse_args()
     torch.set_num_threads(vsfast.get_num_threads())
     shapes = RSVD_SHAPES[:1] if args.quick else RSVD_SHAPES
@@ -107,13 +109,13 @@ def main() -> None:
         rows.append(projection_row(4608, 512, args.rounds))
     rows.append(chain_row(args.rounds))
 
-    print_table(f"{machine_line()}, float32, k={K}, oversample={OVERSAMPLE}, power_iters={POWER_ITERS}, "
-                f"median of {args.rounds} rounds",
-                ["workload", "vsfast", "GEMM floor", "torch", "vsfast / floor", "torch / floor", "speed-up vs torch",
-                 "error vs torch"],
-                [[name, f"{ours * 1e3:.1f} ms", f"{floor * 1e3:.1f} ms", f"{theirs * 1e3:.1f} ms", f"{ours / floor:.2f}",
-                  f"{theirs / floor:.2f}", f"{theirs / ours:.2f}×", f"{acc:.2f}"]
-                 for name, ours, floor, theirs, acc in rows])
+    title = f"float32, k={K}, oversample={OVERSAMPLE}, power_iters={POWER_ITERS}, median of {args.rounds} rounds"
+    columns = ["workload", "vsfast", "GEMM floor", "torch", "vsfast / floor", "torch / floor", "speed-up vs torch",
+               "error vs torch"]
+    table = [[name, f"{ours * 1e3:.1f} ms", f"{floor * 1e3:.1f} ms", f"{theirs * 1e3:.1f} ms", f"{ours / floor:.2f}",
+              f"{theirs / floor:.2f}", f"{theirs / ours:.2f}×", f"{acc:.2f}"]
+             for name, ours, floor, theirs, acc in rows]
+    publish(args, "ratios.py", markdown_table(title, columns, table))
 
 
 if __name__ == "__main__":
