@@ -6,7 +6,7 @@
 // its bases are kept well conditioned by one Cholesky QR pass per half-step and made orthonormal
 // by CholeskyQR2 at the last, all at matrix-product speed, and the exact SVD at the end is of a
 // short-by-(k + p) matrix. What remains beyond the (2q + 2) passes of matrix products over A, the
-// floor of the method, is small.
+// floor of the method, is small. The GPU twin is csrc/cuda/rsvd.cu.
 #pragma once
 
 #include "api.hpp"
@@ -29,7 +29,7 @@ namespace vsfast {
 template <class T>
 struct RsvdWorkspace {
   std::vector<T> y, z, ub, vbt, w, s, scaled;
-  OrthWorkspace<T> orth;      // the long side's bases; holds R2 until the end
+  OrthWorkspace<T> orth;       // the long side's bases; holds R2 until the end
   SmallSvdWorkspace<T> small;  // the small SVD's
 
   std::size_t bytes() const { return buffer_bytes(y, z, ub, vbt, w, s, scaled) + orth.bytes() + small.bytes(); }
