@@ -94,7 +94,16 @@ def svd(
 
 def svdvals_workspace(dtype: _Dtype, device: int, batch: int, m: int, n: int) -> int: ...
 def svdvals(
-    dtype: _Dtype, device: int, stream: int, workspace: int, workspace_bytes: int, A: int, batch: int, m: int, n: int, S: int
+    dtype: _Dtype,
+    device: int,
+    stream: int,
+    workspace: int,
+    workspace_bytes: int,
+    A: int,
+    batch: int,
+    m: int,
+    n: int,
+    S: int,
 ) -> None:
     """S (batch, q), q = min(m, n), by the svd's path."""
 

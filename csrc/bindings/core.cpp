@@ -57,7 +57,8 @@ MatrixShape matrix_shape(const py::array& a, const std::string& name, bool allow
     throw std::invalid_argument(name + ": expected a " + (allow_batch ? "2-D or 3-D" : "2-D") + " array, got shape " +
                                 shape_str(a));
   for (py::ssize_t i = 0; i < a.ndim(); ++i)
-    if (a.shape(i) == 0) throw std::invalid_argument(name + ": expected non-empty dimensions, got shape " + shape_str(a));
+    if (a.shape(i) == 0)
+      throw std::invalid_argument(name + ": expected non-empty dimensions, got shape " + shape_str(a));
   const auto dim = [&](int i) { return static_cast<std::size_t>(a.shape(i)); };
   return batched ? MatrixShape{true, dim(0), dim(1), dim(2)} : MatrixShape{false, 1, dim(0), dim(1)};
 }

@@ -98,8 +98,8 @@ Call sizing_call(int device) {
   return call;
 }
 
-vsfast::RsvdParams rsvd_params(std::size_t m, std::size_t n, std::size_t k, std::size_t oversample, std::size_t power_iters,
-                       std::uint64_t seed) {
+vsfast::RsvdParams rsvd_params(std::size_t m, std::size_t n, std::size_t k, std::size_t oversample,
+                               std::size_t power_iters, std::uint64_t seed) {
   vsfast::require_k_in_range(k, m, n);
   return {k, oversample, power_iters, seed};
 }
