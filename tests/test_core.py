@@ -32,8 +32,8 @@ def svdvals_tolerance(a: np.ndarray, dtype) -> float:
     max(m, n) covers LAPACK's bidiagonalisation and divide and conquer with room to spare. A float32
     input is compared with the float64 SVD of the same (exactly representable) values: eps is
     float32's, the reference's own error 1e9 times smaller."""
-    largest = np.linalg.svd(a.astype(np.float64), compute_uv=False)[..., 0].max()  # over a batch
-    return 10 * max(a.shape[-2:]) * float(EPS[dtype]) * float(largest)
+    largest = float(np.linalg.svd(a.astype(np.float64), compute_uv=False)[..., 0].max())  # over a batch
+    return 10 * max(a.shape[-2:]) * float(EPS[dtype]) * largest
 
 
 # --- svdvals ----------------------------------------------------------------------------------------
@@ -91,6 +91,53 @@ def test_svdvals_beyond_float32_are_overflow_errors(rng):
         _core.svdvals(a)
     s = _core.svdvals(a.astype(np.float64))  # the same matrix fits float64
     assert s[0] > np.finfo(np.float32).max
+
+
+def _gpu_or_skip():
+    """vsfast._cuda and torch, where a CUDA device is there to run on."""
+    cuda = _cuda_module()
+    if cuda is None or cuda.device_count() == 0:
+        pytest.skip("no CUDA device" if cuda is not None else "vsfast._cuda is not built")
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch sees no CUDA device")
+    return cuda, torch
+
+
+def _cuda_svdvals(cuda, torch, a: np.ndarray):
+    """_cuda.svdvals of the batch a (b, m, n) on device 0, by the binding's argument convention."""
+    batch, m, n = a.shape
+    dtype, device = a.dtype.name, torch.device("cuda", 0)
+    at = torch.from_numpy(a).to(device)
+    s = torch.empty((batch, min(m, n)), dtype=at.dtype, device=device)
+    nbytes = cuda.svdvals_workspace(dtype, 0, batch, m, n)
+    workspace = torch.empty(nbytes, dtype=torch.uint8, device=device)
+    stream = torch.cuda.current_stream(device).cuda_stream
+    cuda.svdvals(dtype, 0, stream, workspace.data_ptr(), nbytes, at.data_ptr(), batch, m, n, s.data_ptr())
+    return s.cpu().numpy()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(3, 120, 80), (2, 80, 120), (5, 20, 20), (1, 1, 50), (2, 50, 1)])
+def test_cuda_svdvals_match_the_cpu(rng, dtype, shape):
+    cuda, torch = _gpu_or_skip()
+    a = np.stack([with_spectrum(rng, *shape[1:], "cond1e12")[0] for _ in range(shape[0])]).astype(dtype)
+    # Both within svdvals_tolerance of the exact values, so within twice that of each other.
+    np.testing.assert_allclose(_cuda_svdvals(cuda, torch, a), _core.svdvals(a), rtol=0,
+                               atol=2 * svdvals_tolerance(a, dtype))
+
+
+def test_cuda_svdvals_refuse_what_the_cpu_refuses(rng):
+    cuda, torch = _gpu_or_skip()
+    with pytest.raises(ValueError, match="A: expected finite values"):
+        _cuda_svdvals(cuda, torch, np.full((1, 3, 3), np.nan))
+    rank_one = random_orthonormal(rng, 6, 1) @ random_orthonormal(rng, 6, 1).T
+    big = np.clip(rank_one * 3e38 * 6, -3e38, 3e38).astype(np.float32)[None]
+    with pytest.raises(OverflowError, match="A's largest singular value overflows float32"):
+        _cuda_svdvals(cuda, torch, big)
+    tiny = (rank_one * 1e-300)[None]  # rescaled before the Jacobi rotations, scaled back after
+    np.testing.assert_allclose(_cuda_svdvals(cuda, torch, tiny), _core.svdvals(tiny), rtol=0,
+                               atol=2 * svdvals_tolerance(tiny, np.float64))
 
 
 # --- exceptions -------------------------------------------------------------------------------------
