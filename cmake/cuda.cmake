@@ -87,9 +87,15 @@ pybind11_add_module(_cuda MODULE
   csrc/cuda/context.cu
   csrc/cuda/rsvd.cu
   csrc/cuda/svd.cu
+  csrc/cuda/pinv.cu
   csrc/cuda/project.cu
-  csrc/cuda/chain.cu)
+  csrc/cuda/chain.cu
+  csrc/cuda/build_info.cu)
 target_include_directories(_cuda PRIVATE csrc)
+# What _cuda.build_info() reports as the compute capabilities compiled.
+string(REPLACE ";" " " _vsfast_cuda_archs "${CMAKE_CUDA_ARCHITECTURES}")
+set_source_files_properties(csrc/cuda/build_info.cu PROPERTIES COMPILE_DEFINITIONS
+  "VSFAST_CUDA_ARCHITECTURES=\"${_vsfast_cuda_archs}\"")
 # After the toolkit's own headers, so that the wheel's copies of the runtime headers never
 # shadow those of the compiler in use.
 target_include_directories(_cuda SYSTEM AFTER PRIVATE ${CUDAToolkit_INCLUDE_DIRS}

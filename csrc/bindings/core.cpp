@@ -1,35 +1,28 @@
-// vsfast._core: the CPU kernels for Python. This file only checks arguments, allocates outputs
-// and releases the GIL; the numerics live in csrc/vsfast/.
+// vsfast._core: the CPU kernels for Python. This file converts arrays, makes the checks memory
+// safety needs (dtype, C-contiguity, shapes, k within bounds), allocates outputs, releases the
+// GIL and dispatches on the dtype. The operations of csrc/vsfast/api.hpp do the rest, refusing
+// NaN and inf in inputs and results beyond the dtype themselves; arguments that are wrong without
+// being unsafe (tolerances, a negative tol) are the Python layer's to refuse (vsfast/_arrays.py).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
-#include "vsfast/chain.hpp"
-#include "vsfast/newton.hpp"
-#include "vsfast/parallel.hpp"
-#include "vsfast/project.hpp"
-#include "vsfast/range.hpp"
-#include "vsfast/rsvd.hpp"
-#include "vsfast/svd.hpp"
+#include "vsfast/api.hpp"
 
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
-#include <mutex>
+#include <initializer_list>
 #include <optional>
 #include <string>
 #include <tuple>
-#include <type_traits>
 #include <vector>
 
 namespace py = pybind11;
-using namespace vsfast;
 
 namespace {
 
 // ---------------------------------------------------------------------------------------------
-// Argument checks. The Python layer has already converted what it could; these refuse anything
-// that would make a kernel read out of bounds or compute garbage.
+// Arrays: what the kernels may read and write.
 
 std::string shape_str(const py::array& a) {
   std::string s = "(";
@@ -43,14 +36,12 @@ bool has_dtype(const py::array& a) {
   return py::isinstance<py::array_t<T>>(a);
 }
 bool is_f32(const py::array& a) { return has_dtype<float>(a); }
-bool is_f64(const py::array& a) { return has_dtype<double>(a); }
 
-void require_layout(const py::array& a, const char* name) {
-  if (!is_f32(a) && !is_f64(a))
-    throw py::type_error(std::string(name) + ": expected a float32 or float64 array, got dtype " +
+void require_layout(const py::array& a, const std::string& name) {
+  if (!is_f32(a) && !has_dtype<double>(a))
+    throw py::type_error(name + ": expected a float32 or float64 array, got dtype " +
                          py::str(a.dtype()).cast<std::string>());
-  if (!(a.flags() & py::array::c_style))
-    throw std::invalid_argument(std::string(name) + ": expected a C-contiguous array");
+  if (!(a.flags() & py::array::c_style)) throw std::invalid_argument(name + ": expected a C-contiguous array");
 }
 
 // A matrix (2-D) or a batch of matrices (3-D), every dimension non-empty.
@@ -59,52 +50,30 @@ struct MatrixShape {
   std::size_t batch, rows, cols;
 };
 
-MatrixShape matrix_shape(const py::array& a, const char* name, bool allow_batch) {
+MatrixShape matrix_shape(const py::array& a, const std::string& name, bool allow_batch) {
   require_layout(a, name);
   const bool batched = a.ndim() == 3;
   if (a.ndim() != 2 && !(allow_batch && batched))
-    throw std::invalid_argument(std::string(name) + ": expected a " + (allow_batch ? "2-D or 3-D" : "2-D") +
-                                " array, got shape " + shape_str(a));
+    throw std::invalid_argument(name + ": expected a " + (allow_batch ? "2-D or 3-D" : "2-D") + " array, got shape " +
+                                shape_str(a));
   for (py::ssize_t i = 0; i < a.ndim(); ++i)
     if (a.shape(i) == 0)
-      throw std::invalid_argument(std::string(name) + ": expected non-empty dimensions, got shape " + shape_str(a));
+      throw std::invalid_argument(name + ": expected non-empty dimensions, got shape " + shape_str(a));
   const auto dim = [&](int i) { return static_cast<std::size_t>(a.shape(i)); };
   return batched ? MatrixShape{true, dim(0), dim(1), dim(2)} : MatrixShape{false, 1, dim(0), dim(1)};
 }
 
-// One pass over the data, in parallel for large arrays (called with the GIL released): refuses
-// NaN and inf, naming the argument, and returns the largest magnitude.
+// A 2-D array of dtype T with `width` columns (`what`: whose size that is).
 template <class T>
-double require_finite(const T* p, std::size_t count, const char* name) {
-  std::mutex mutex;
-  double largest = 0;
-  parallel_rows(count, 1, [&](std::size_t begin, std::size_t end) {
-    const double block = max_abs(p + begin, end - begin);
-    std::lock_guard<std::mutex> lock(mutex);
-    largest = std::isnan(block) || std::isnan(largest) ? block : std::max(largest, block);
-  });
-  if (std::isnan(largest))
-    throw std::invalid_argument(std::string(name) + ": expected finite values, found NaN or inf");
-  return largest;
-}
-
-// The largest magnitude of each of `batch` consecutive matrices of `size` values, refusing NaN
-// and inf as require_finite does.
-template <class T>
-std::vector<double> require_finite_matrices(const T* p, std::size_t batch, std::size_t size, const char* name) {
-  if (batch == 1) return {require_finite(p, size, name)};
-  std::vector<double> largest(batch);
-  parallel_for(batch, batch_workers(batch), [&](std::size_t b) { largest[b] = max_abs(p + b * size, size); });
-  if (std::any_of(largest.begin(), largest.end(), [](double v) { return std::isnan(v); }))
-    throw std::invalid_argument(std::string(name) + ": expected finite values, found NaN or inf");
-  return largest;
-}
-
-// A result that does not fit the dtype (singular values or a pseudoinverse beyond its largest
-// number) is an OverflowError, never inf or NaN handed back.
-template <class T>
-void require_representable(const T* p, std::size_t count, const char* what) {
-  if (std::isnan(max_abs(p, count))) throw std::overflow_error(overflow_message<T>(what));
+MatrixShape rows_of(const py::array& a, const std::string& name, std::size_t width, const char* what) {
+  const MatrixShape s = matrix_shape(a, name, false);
+  if (!has_dtype<T>(a))
+    throw py::type_error(name + ": expected dtype " + vsfast::dtype_name<T>() + ", got " +
+                         py::str(a.dtype()).cast<std::string>());
+  if (s.cols != width)
+    throw std::invalid_argument(name + ": expected " + std::to_string(width) + " columns (" + what + "), got shape " +
+                                shape_str(a));
+  return s;
 }
 
 template <class T>
@@ -112,15 +81,17 @@ const T* cdata(const py::array& a) {
   return static_cast<const T*>(a.data());
 }
 
+// Shape of a per-matrix result with or without the batch axis.
+std::vector<py::ssize_t> with_batch(const MatrixShape& s, std::initializer_list<std::size_t> dims) {
+  std::vector<py::ssize_t> shape;
+  if (s.batched) shape.push_back(static_cast<py::ssize_t>(s.batch));
+  for (std::size_t d : dims) shape.push_back(static_cast<py::ssize_t>(d));
+  return shape;
+}
+
 template <class T>
 py::array_t<T> empty_array(std::vector<py::ssize_t> shape) {
   return py::array_t<T>(std::move(shape));
-}
-
-// Shape of a per-matrix result with or without the batch axis.
-std::vector<py::ssize_t> with_batch(const MatrixShape& s, std::vector<py::ssize_t> dims) {
-  if (s.batched) dims.insert(dims.begin(), static_cast<py::ssize_t>(s.batch));
-  return dims;
 }
 
 template <class F>
@@ -129,123 +100,102 @@ py::object dispatch(const py::array& a, F&& f) {
   return f(double{});  // require_layout admits only float32 and float64
 }
 
-std::optional<double> check_tolerance(std::optional<double> value, const char* name) {
-  if (value && !(std::isfinite(*value) && *value >= 0))
-    throw std::invalid_argument(std::string(name) + ": expected a finite number >= 0, got " + std::to_string(*value));
-  return value;
-}
-
 // ---------------------------------------------------------------------------------------------
-// Kernels.
+// Operations.
 
-py::object svd(const py::array& a) {
-  const MatrixShape s = matrix_shape(a, "A", true);
-  return dispatch(a, [&](auto tag) -> py::object {
-    using T = decltype(tag);
-    const std::size_t q = std::min(s.rows, s.cols);
-    auto u = empty_array<T>(with_batch(s, {py::ssize_t(s.rows), py::ssize_t(q)}));
-    auto sv = empty_array<T>(with_batch(s, {py::ssize_t(q)}));
-    auto vh = empty_array<T>(with_batch(s, {py::ssize_t(q), py::ssize_t(s.cols)}));
-    const T* in = cdata<T>(a);
-    T *pu = u.mutable_data(), *ps = sv.mutable_data(), *pv = vh.mutable_data();
-    {
-      py::gil_scoped_release release;
-      require_finite(in, s.batch * s.rows * s.cols, "A");
-      parallel_for(s.batch, batch_workers(s.batch), [&](std::size_t b) {
-        std::vector<T> work;
-        svd_rowmajor(in + b * s.rows * s.cols, s.rows, s.cols, pu + b * s.rows * q, ps + b * q,
-                     pv + b * q * s.cols, work);
-      });
-      require_representable(ps, s.batch * q, "A's largest singular value");
-    }
-    return py::make_tuple(u, sv, vh);
-  });
-}
-
-py::object rsvd(const py::array& a, long long k, long long oversample, long long power_iters, std::uint64_t seed) {
+py::object svd_py(const py::array& a) {
   const MatrixShape s = matrix_shape(a, "A", true);
   const std::size_t q = std::min(s.rows, s.cols);
-  if (k < 1 || static_cast<std::size_t>(k) > q)
-    throw std::invalid_argument("k: expected 1 <= k <= min(m, n) = " + std::to_string(q) + ", got " +
-                                std::to_string(k));
-  if (oversample < 0) throw std::invalid_argument("oversample: expected >= 0, got " + std::to_string(oversample));
-  if (power_iters < 0)
-    throw std::invalid_argument("power_iters: expected >= 0, got " + std::to_string(power_iters));
-  RsvdParams params{static_cast<std::size_t>(k), static_cast<std::size_t>(oversample),
-                    static_cast<std::size_t>(power_iters), seed};
   return dispatch(a, [&](auto tag) -> py::object {
     using T = decltype(tag);
-    auto u = empty_array<T>(with_batch(s, {py::ssize_t(s.rows), py::ssize_t(k)}));
-    auto sv = empty_array<T>(with_batch(s, {py::ssize_t(k)}));
-    auto vh = empty_array<T>(with_batch(s, {py::ssize_t(k), py::ssize_t(s.cols)}));
-    const T* in = cdata<T>(a);
+    auto u = empty_array<T>(with_batch(s, {s.rows, q}));
+    auto sv = empty_array<T>(with_batch(s, {q}));
+    auto vh = empty_array<T>(with_batch(s, {q, s.cols}));
     T *pu = u.mutable_data(), *ps = sv.mutable_data(), *pv = vh.mutable_data();
     {
       py::gil_scoped_release release;
-      const std::vector<double> largest = require_finite_matrices(in, s.batch, s.rows * s.cols, "A");
-      const std::vector<T> omega = gaussian_sketch<T>(s.rows, s.cols, params);
-      parallel_for(s.batch, batch_workers(s.batch), [&](std::size_t b) {
-        with_thread_workspace<T>([&](RsvdWorkspace<T>& ws) {
-          rsvd_scaled_rowmajor(in + b * s.rows * s.cols, s.rows, s.cols, largest[b], params, omega.data(),
-                               pu + b * s.rows * params.k, ps + b * params.k, pv + b * params.k * s.cols, ws);
-        });
-      });
-      require_representable(ps, s.batch * params.k, "A's largest singular value");
+      vsfast::svd<T>(cdata<T>(a), s.batch, s.rows, s.cols, pu, ps, pv);
     }
     return py::make_tuple(u, sv, vh);
   });
 }
 
-// Rank of each row of singular values s (1-D, or 2-D for a batch) of m x n matrices.
-py::array_t<std::int64_t> rank(const py::array& s, std::size_t m, std::size_t n, std::optional<double> rtol,
-                               std::optional<double> atol) {
-  require_layout(s, "S");
-  if (s.ndim() != 1 && s.ndim() != 2)
-    throw std::invalid_argument("S: expected a 1-D or 2-D array, got shape " + shape_str(s));
-  check_tolerance(rtol, "rtol");
-  check_tolerance(atol, "atol");
-  const std::size_t batch = s.ndim() == 2 ? s.shape(0) : 1, len = s.shape(s.ndim() - 1);
-  py::array_t<std::int64_t> out(s.ndim() == 2 ? std::vector<py::ssize_t>{py::ssize_t(batch)}
-                                                : std::vector<py::ssize_t>{});
-  auto* po = out.mutable_data();
-  dispatch(s, [&](auto tag) -> py::object {
+py::object svdvals_py(const py::array& a) {
+  const MatrixShape s = matrix_shape(a, "A", true);
+  return dispatch(a, [&](auto tag) -> py::object {
     using T = decltype(tag);
-    for (std::size_t b = 0; b < batch; ++b)
-      po[b] = static_cast<std::int64_t>(rank_of(cdata<T>(s) + b * len, len, m, n, rtol, atol));
+    auto sv = empty_array<T>(with_batch(s, {std::min(s.rows, s.cols)}));
+    T* ps = sv.mutable_data();
+    {
+      py::gil_scoped_release release;
+      vsfast::svdvals<T>(cdata<T>(a), s.batch, s.rows, s.cols, ps);
+    }
+    return std::move(sv);
+  });
+}
+
+// oversample and power_iters are unsigned: pybind11 refuses a negative one before it gets here.
+py::object rsvd_py(const py::array& a, std::size_t k, std::size_t oversample, std::size_t power_iters,
+                   std::uint64_t seed) {
+  const MatrixShape s = matrix_shape(a, "A", true);
+  vsfast::require_k_in_range(k, s.rows, s.cols);
+  const vsfast::RsvdParams params{k, oversample, power_iters, seed};
+  return dispatch(a, [&](auto tag) -> py::object {
+    using T = decltype(tag);
+    auto u = empty_array<T>(with_batch(s, {s.rows, k}));
+    auto sv = empty_array<T>(with_batch(s, {k}));
+    auto vh = empty_array<T>(with_batch(s, {k, s.cols}));
+    T *pu = u.mutable_data(), *ps = sv.mutable_data(), *pv = vh.mutable_data();
+    {
+      py::gil_scoped_release release;
+      vsfast::rsvd<T>(cdata<T>(a), s.batch, s.rows, s.cols, params, pu, ps, pv);
+    }
+    return py::make_tuple(u, sv, vh);
+  });
+}
+
+// Rank of each row of singular values S (1-D, or 2-D for a batch) of m x n matrices.
+py::array_t<std::int64_t> rank_py(const py::array& sv, std::size_t m, std::size_t n, std::optional<double> rtol,
+                                  std::optional<double> atol) {
+  require_layout(sv, "S");
+  if (sv.ndim() != 1 && sv.ndim() != 2)
+    throw std::invalid_argument("S: expected a 1-D or 2-D array, got shape " + shape_str(sv));
+  const bool batched = sv.ndim() == 2;
+  const std::size_t batch = batched ? sv.shape(0) : 1, count = sv.shape(sv.ndim() - 1);
+  py::array_t<std::int64_t> out(batched ? std::vector<py::ssize_t>{py::ssize_t(batch)} : std::vector<py::ssize_t>{});
+  std::int64_t* po = out.mutable_data();
+  dispatch(sv, [&](auto tag) -> py::object {
+    using T = decltype(tag);
+    vsfast::rank<T>(cdata<T>(sv), batch, count, m, n, rtol, atol, po);
     return py::none();
   });
   return out;
 }
 
 // Orthonormal rows spanning the complement of the given orthonormal rows (r x n, or a batch).
-py::object complement(const py::array& rows, std::size_t n) {
-  require_layout(rows, "basis");
-  if (rows.ndim() != 2 && rows.ndim() != 3)
-    throw std::invalid_argument("basis: expected a 2-D or 3-D array, got shape " + shape_str(rows));
-  const bool batched = rows.ndim() == 3;
-  const std::size_t batch = batched ? rows.shape(0) : 1, r = rows.shape(rows.ndim() - 2);
-  if (static_cast<std::size_t>(rows.shape(rows.ndim() - 1)) != n || r > n)
+py::object complement_py(const py::array& basis, std::size_t n) {
+  require_layout(basis, "basis");
+  if (basis.ndim() != 2 && basis.ndim() != 3)
+    throw std::invalid_argument("basis: expected a 2-D or 3-D array, got shape " + shape_str(basis));
+  const bool batched = basis.ndim() == 3;
+  const std::size_t batch = batched ? basis.shape(0) : 1, r = basis.shape(basis.ndim() - 2);
+  if (static_cast<std::size_t>(basis.shape(basis.ndim() - 1)) != n || r > n)
     throw std::invalid_argument("basis: expected r x " + std::to_string(n) + " rows with r <= " + std::to_string(n) +
-                                ", got shape " + shape_str(rows));
-  return dispatch(rows, [&](auto tag) -> py::object {
+                                ", got shape " + shape_str(basis));
+  const MatrixShape s{batched, batch, n - r, n};
+  return dispatch(basis, [&](auto tag) -> py::object {
     using T = decltype(tag);
-    std::vector<py::ssize_t> shape{py::ssize_t(n - r), py::ssize_t(n)};
-    if (batched) shape.insert(shape.begin(), py::ssize_t(batch));
-    auto out = empty_array<T>(shape);
-    const T* in = cdata<T>(rows);
+    auto out = empty_array<T>(with_batch(s, {n - r, n}));
     T* po = out.mutable_data();
     {
       py::gil_scoped_release release;
-      parallel_for(batch, batch_workers(batch), [&](std::size_t b) {
-        std::vector<T> work, tau;
-        complement_rowmajor(in + b * r * n, r, n, po + b * (n - r) * n, work, tau);
-      });
+      vsfast::complement<T>(cdata<T>(basis), batch, r, n, po);
     }
-    return out;
+    return std::move(out);
   });
 }
 
-py::object project(const py::array& x, const py::array& basis) {
+py::object project_py(const py::array& x, const py::array& basis) {
   const MatrixShape xs = matrix_shape(x, "X", false);
   require_layout(basis, "basis");
   if (basis.ndim() != 2 || static_cast<std::size_t>(basis.shape(1)) != xs.cols)
@@ -257,45 +207,28 @@ py::object project(const py::array& x, const py::array& basis) {
   const std::size_t r = basis.shape(0);
   return dispatch(x, [&](auto tag) -> py::object {
     using T = decltype(tag);
-    auto signal = empty_array<T>({py::ssize_t(xs.rows), py::ssize_t(xs.cols)});
-    auto residual = empty_array<T>({py::ssize_t(xs.rows), py::ssize_t(xs.cols)});
-    const T *px = cdata<T>(x), *pb = cdata<T>(basis);
+    auto signal = empty_array<T>(with_batch(xs, {xs.rows, xs.cols}));
+    auto residual = empty_array<T>(with_batch(xs, {xs.rows, xs.cols}));
     T *ps = signal.mutable_data(), *pr = residual.mutable_data();
     {
       py::gil_scoped_release release;
-      const double x_max = require_finite(px, xs.rows * xs.cols, "X");
-      const double b_max = require_finite(pb, r * xs.cols, "basis");
-      project_rowmajor(px, xs.rows, xs.cols, pb, r, ps, pr);
-      // |X B^T B| <= r n max|X| max|B|^2 elementwise: only inputs near the dtype's limit can overflow.
-      if (2.0 * r * xs.cols * x_max * b_max * b_max > std::numeric_limits<T>::max()) {
-        require_representable(ps, xs.rows * xs.cols, "the signal part");
-        require_representable(pr, xs.rows * xs.cols, "the residual part");
-      }
+      vsfast::project<T>(cdata<T>(x), xs.rows, xs.cols, cdata<T>(basis), r, ps, pr);
     }
     return py::make_tuple(signal, residual);
   });
 }
 
-py::object pinv(const py::array& a, std::optional<double> rtol, std::optional<double> atol) {
+py::object pinv_py(const py::array& a, std::optional<double> rtol, std::optional<double> atol) {
   const MatrixShape s = matrix_shape(a, "A", true);
-  check_tolerance(rtol, "rtol");
-  check_tolerance(atol, "atol");
   return dispatch(a, [&](auto tag) -> py::object {
     using T = decltype(tag);
-    auto out = empty_array<T>(with_batch(s, {py::ssize_t(s.cols), py::ssize_t(s.rows)}));
+    auto out = empty_array<T>(with_batch(s, {s.cols, s.rows}));
     py::array_t<std::int64_t> ranks(with_batch(s, {}));
-    const T* in = cdata<T>(a);
     T* po = out.mutable_data();
     std::int64_t* pr = ranks.mutable_data();
     {
       py::gil_scoped_release release;
-      require_finite(in, s.batch * s.rows * s.cols, "A");
-      parallel_for(s.batch, batch_workers(s.batch), [&](std::size_t b) {
-        const auto f = pinv_factors(in + b * s.rows * s.cols, s.rows, s.cols, rtol, atol);
-        pinv_from_factors(f, s.rows, s.cols, /*transposed=*/false, po + b * s.rows * s.cols);
-        pr[b] = static_cast<std::int64_t>(f.rank);
-      });
-      require_representable(po, s.batch * s.rows * s.cols, "the pseudoinverse");
+      vsfast::pinv<T>(cdata<T>(a), s.batch, s.rows, s.cols, rtol, atol, /*transposed=*/false, po, pr, nullptr);
     }
     return py::make_tuple(out, ranks);
   });
@@ -305,80 +238,62 @@ py::object pinv(const py::array& a, std::optional<double> rtol, std::optional<do
 // The chain: one class per dtype; the Python layer picks the one matching its arrays.
 
 template <class T>
-LayerSpec<T> layer_spec(std::size_t index, const py::array& w, const py::object& b, const std::string& act,
-                        double param) {
-  const std::string wname = "layers[" + std::to_string(index) + "].weight";
-  const MatrixShape s = matrix_shape(w, wname.c_str(), false);
-  if (!has_dtype<T>(w))
-    throw py::type_error(wname + ": expected dtype " + py::str(py::dtype::of<T>()).cast<std::string>());
-  LayerSpec<T> spec;
-  spec.m = s.rows;
-  spec.n = s.cols;
-  spec.weight.assign(cdata<T>(w), cdata<T>(w) + s.rows * s.cols);
-  require_finite(spec.weight.data(), spec.weight.size(), wname.c_str());
+vsfast::Layer<T> make_layer(std::size_t index, const py::array& w, const py::object& b, const std::string& act,
+                            double param) {
+  const std::string name = "layers[" + std::to_string(index) + "]";
+  const MatrixShape s = matrix_shape(w, name + ".weight", false);
+  if (!has_dtype<T>(w)) throw py::type_error(name + ".weight: expected dtype " + vsfast::dtype_name<T>());
+  vsfast::Layer<T> layer;
+  layer.m = s.rows;
+  layer.n = s.cols;
+  layer.weight.assign(cdata<T>(w), cdata<T>(w) + s.rows * s.cols);
   if (!b.is_none()) {
-    const std::string bname = "layers[" + std::to_string(index) + "].bias";
     const auto bias = b.cast<py::array>();
-    require_layout(bias, bname.c_str());
+    require_layout(bias, name + ".bias");
     if (!has_dtype<T>(bias) || bias.ndim() != 1 || static_cast<std::size_t>(bias.shape(0)) != s.rows)
-      throw std::invalid_argument(bname + ": expected " + std::to_string(s.rows) + " values of the weight's dtype, got shape " +
-                                  shape_str(bias));
-    spec.bias.assign(cdata<T>(bias), cdata<T>(bias) + s.rows);
-    require_finite(spec.bias.data(), spec.bias.size(), bname.c_str());
+      throw std::invalid_argument(name + ".bias: expected " + std::to_string(s.rows) +
+                                  " values of the weight's dtype, got shape " + shape_str(bias));
+    layer.bias.assign(cdata<T>(bias), cdata<T>(bias) + s.rows);
   }
-  spec.activation = Activation::make(act, param);
-  return spec;
+  layer.activation = vsfast::Activation::make(act, param);
+  return layer;
 }
 
-// A 2-D array of the chain's dtype with `width` columns (`what`: the chain's input or output size).
+// A chain's optional reference inputs: none, or rows of the chain's input size, 1 or one per
+// target.
 template <class T>
-MatrixShape chain_rows(const py::array& a, const char* name, std::size_t width, const char* what) {
-  const MatrixShape s = matrix_shape(a, name, false);
-  if (!has_dtype<T>(a)) throw py::type_error(std::string(name) + ": expected the chain's dtype");
-  if (s.cols != width)
-    throw std::invalid_argument(std::string(name) + ": expected " + std::to_string(width) + " columns (" + what +
-                                "), got shape " + shape_str(a));
-  return s;
-}
-
-// A chain's optional reference inputs: none, one row, or one per target.
-template <class T>
-struct ChainReference {
+struct Reference {
   py::array array;  // keeps the data alive
   const T* data = nullptr;
   std::size_t rows = 0;
 };
 
 template <class T>
-ChainReference<T> chain_reference(const py::object& reference, std::size_t targets, std::size_t width) {
-  ChainReference<T> r;
+Reference<T> reference_of(const py::object& reference, std::size_t targets, std::size_t width) {
+  Reference<T> r;
   if (reference.is_none()) return r;
   r.array = reference.cast<py::array>();
-  const MatrixShape s = matrix_shape(r.array, "reference", false);
-  if (!has_dtype<T>(r.array)) throw py::type_error("reference: expected the chain's dtype");
-  if (s.cols != width || (s.rows != 1 && s.rows != targets))
-    throw std::invalid_argument("reference: expected 1 or " + std::to_string(targets) + " rows of " +
-                                std::to_string(width) + " values, got shape " + shape_str(r.array));
+  r.rows = rows_of<T>(r.array, "reference", width, "the chain's input size").rows;
+  vsfast::require_reference_rows(r.rows, targets);
   r.data = cdata<T>(r.array);
-  r.rows = s.rows;
   return r;
 }
 
+using LayerTuple = std::tuple<py::array, py::object, std::string, double>;
+
 template <class T>
 void bind_chain(py::module_& m, const char* name) {
-  using C = Chain<T>;
+  using C = vsfast::Chain<T>;
   py::class_<C>(m, name)
-      .def(py::init([](const std::vector<std::tuple<py::array, py::object, std::string, double>>& layers,
-                       std::optional<double> rtol, std::optional<double> atol) {
-             std::vector<LayerSpec<T>> specs;
-             for (std::size_t i = 0; i < layers.size(); ++i) {
-               const auto& [w, b, act, param] = layers[i];
-               specs.push_back(layer_spec<T>(i, w, b, act, param));
+      .def(py::init([](const std::vector<LayerTuple>& tuples, std::optional<double> rtol,
+                       std::optional<double> atol) {
+             std::vector<vsfast::Layer<T>> layers;
+             for (std::size_t i = 0; i < tuples.size(); ++i) {
+               const auto& [w, b, act, param] = tuples[i];
+               layers.push_back(make_layer<T>(i, w, b, act, param));
              }
-             check_tolerance(rtol, "rtol");
-             check_tolerance(atol, "atol");
              py::gil_scoped_release release;
-             return new C(std::move(specs), rtol, atol);
+             return new C(std::move(layers), rtol, atol);
            }),
            py::arg("layers"), py::arg("rtol") = py::none(), py::arg("atol") = py::none())
       .def_property_readonly("depth", &C::depth)
@@ -388,18 +303,14 @@ void bind_chain(py::module_& m, const char* name) {
       .def(
           "reconstruct",
           [](const C& chain, const py::array& y, const py::object& reference, bool every_layer) {
-            const MatrixShape s = chain_rows<T>(y, "Y", chain.output_dim(), "the chain's output size");
-            const ChainReference<T> ref = chain_reference<T>(reference, s.rows, chain.input_dim());
+            const MatrixShape s = rows_of<T>(y, "Y", chain.output_dim(), "the chain's output size");
+            const Reference<T> ref = reference_of<T>(reference, s.rows, chain.input_dim());
             auto x = empty_array<T>({py::ssize_t(s.rows), py::ssize_t(chain.input_dim())});
-            std::vector<std::size_t> clamped;
-            const T* py_ = cdata<T>(y);
             T* px = x.mutable_data();
+            std::vector<std::size_t> clamped;
             {
               py::gil_scoped_release release;
-              require_finite(py_, s.rows * s.cols, "Y");
-              if (ref.data) require_finite(ref.data, ref.rows * chain.input_dim(), "reference");
-              chain.reconstruct(py_, s.rows, ref.data, ref.rows, every_layer, px, clamped);
-              require_representable(px, s.rows * chain.input_dim(), "the reconstructed input");
+              clamped = vsfast::reconstruct<T>(chain, cdata<T>(y), s.rows, ref.data, ref.rows, every_layer, px);
             }
             return py::make_tuple(x, clamped);
           },
@@ -408,26 +319,18 @@ void bind_chain(py::module_& m, const char* name) {
           "solve",
           [](const C& chain, const py::array& y, const py::object& reference, bool from_reference, double tol,
              std::size_t max_iter) {
-            const MatrixShape s = chain_rows<T>(y, "Y", chain.output_dim(), "the chain's output size");
-            const ChainReference<T> ref = chain_reference<T>(reference, s.rows, chain.input_dim());
-            if (!(tol >= 0) || !std::isfinite(tol))
-              throw std::invalid_argument("tol: expected a finite number >= 0, got " + std::to_string(tol));
+            const MatrixShape s = rows_of<T>(y, "Y", chain.output_dim(), "the chain's output size");
+            const Reference<T> ref = reference_of<T>(reference, s.rows, chain.input_dim());
             auto x = empty_array<T>({py::ssize_t(s.rows), py::ssize_t(chain.input_dim())});
             auto steps = empty_array<std::int64_t>({py::ssize_t(s.rows)});
             auto error = empty_array<double>({py::ssize_t(s.rows)});
-            const T* py_ = cdata<T>(y);
             T* px = x.mutable_data();
             std::int64_t* psteps = steps.mutable_data();
             double* perror = error.mutable_data();
             {
               py::gil_scoped_release release;
-              require_finite(py_, s.rows * s.cols, "Y");
-              if (ref.data) require_finite(ref.data, ref.rows * chain.input_dim(), "reference");
-              solve_chain(chain, py_, s.rows, ref.data, ref.rows, from_reference, tol, max_iter, px, psteps, perror);
-              require_representable(px, s.rows * chain.input_dim(), "the solved input");
-              // Steps are taken only where the error drops: a non-finite one is the start's.
-              if (!std::all_of(perror, perror + s.rows, [](double e) { return std::isfinite(e); }))
-                throw std::overflow_error(overflow_message<T>("the chain's output at the start"));
+              vsfast::solve<T>(chain, cdata<T>(y), s.rows, ref.data, ref.rows, from_reference, tol, max_iter, px,
+                               psteps, perror);
             }
             return py::make_tuple(x, steps, error);
           },
@@ -435,38 +338,58 @@ void bind_chain(py::module_& m, const char* name) {
       .def(
           "forward",
           [](const C& chain, const py::array& x) {
-            const MatrixShape s = chain_rows<T>(x, "X", chain.input_dim(), "the chain's input size");
+            const MatrixShape s = rows_of<T>(x, "X", chain.input_dim(), "the chain's input size");
             auto y = empty_array<T>({py::ssize_t(s.rows), py::ssize_t(chain.output_dim())});
-            const T* px = cdata<T>(x);
             T* py_ = y.mutable_data();
             {
               py::gil_scoped_release release;
-              require_finite(px, s.rows * s.cols, "X");
-              chain.forward(px, s.rows, py_);
-              require_representable(py_, s.rows * chain.output_dim(), "the chain's output");
+              vsfast::forward<T>(chain, cdata<T>(x), s.rows, py_);
             }
             return y;
           },
           py::arg("X"));
 }
 
+py::dict build_info_py() {
+  const vsfast::BuildInfo info = vsfast::build_info();
+  py::dict cpu;
+  for (const auto& [feature, present] : info.cpu) cpu[py::str(feature)] = present;
+  py::dict out;
+  out["compiler"] = info.compiler;
+  out["build_type"] = info.build_type;
+  out["cxx_flags"] = info.cxx_flags;
+  out["compiled_for"] = info.compiled_for;
+  out["cpu_features"] = cpu;
+  out["blas_config"] = info.blas_config;
+  out["sanitizers"] = info.sanitizers;
+  out["threads"] = vsfast::num_threads();
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "vsfast's CPU kernels (OpenBLAS). Use the vsfast package, which validates and converts inputs.";
-  py::register_exception<LinAlgError>(m, "LinAlgError", PyExc_ValueError);
+  // numpy's own exception as the base, so that callers catch one class for numpy's and vsfast's
+  // failures; local to this module, so that vsfast._cuda can register its own for the same type.
+  const py::object numpy_error = py::module_::import("numpy.linalg").attr("LinAlgError");
+  py::register_local_exception<vsfast::LinAlgError>(m, "LinAlgError", numpy_error);
 
-  m.def("svd", &svd, py::arg("A"));
-  m.def("rsvd", &rsvd, py::arg("A"), py::arg("k"), py::arg("oversample"), py::arg("power_iters"), py::arg("seed"));
-  m.def("rank", &rank, py::arg("S"), py::arg("m"), py::arg("n"), py::arg("rtol") = py::none(),
+  m.def("svd", &svd_py, py::arg("A"));
+  m.def("svdvals", &svdvals_py, py::arg("A"));
+  m.def("rsvd", &rsvd_py, py::arg("A"), py::arg("k"), py::arg("oversample"), py::arg("power_iters"),
+        py::arg("seed"));
+  m.def("rank", &rank_py, py::arg("S"), py::arg("m"), py::arg("n"), py::arg("rtol") = py::none(),
         py::arg("atol") = py::none());
-  m.def("complement", &complement, py::arg("basis"), py::arg("n"));
-  m.def("project", &project, py::arg("X"), py::arg("basis"));
-  m.def("pinv", &pinv, py::arg("A"), py::arg("rtol") = py::none(), py::arg("atol") = py::none());
-  init_threads();
-  m.def("get_num_threads", &num_threads, "Threads vsfast's kernels use.");
-  m.def("set_num_threads", &set_num_threads, py::arg("threads"),
+  m.def("complement", &complement_py, py::arg("basis"), py::arg("n"));
+  m.def("project", &project_py, py::arg("X"), py::arg("basis"));
+  m.def("pinv", &pinv_py, py::arg("A"), py::arg("rtol") = py::none(), py::arg("atol") = py::none());
+  vsfast::init_threads();
+  m.def("get_num_threads", &vsfast::num_threads, "Threads vsfast's kernels use.");
+  m.def("set_num_threads", &vsfast::set_num_threads, py::arg("threads"),
         "Set the threads vsfast's kernels use; results do not depend on it.");
+  m.def("build_info", &build_info_py,
+        "How this module was built (compiler, flags, OpenBLAS) and what this CPU offers (SIMD extensions).");
   bind_chain<float>(m, "ChainF32");
   bind_chain<double>(m, "ChainF64");
 }

@@ -1,13 +1,15 @@
 // vsfast._cuda: the GPU kernels for Python. Arrays arrive as device pointers with their shapes,
 // the caller's stream and a workspace allocated by the caller's framework (see vsfast/_gpu.py);
-// this file checks every argument, releases the GIL and dispatches on the dtype. The numerics
-// live in csrc/cuda/.
+// this file makes the checks memory safety needs (the dtype, the device, non-empty sizes, k within
+// bounds, pointers into that device's memory, workspaces, chained layers, reference rows),
+// releases the GIL and dispatches on the dtype. The operations of csrc/cuda/api.hpp do the rest,
+// refusing NaN and inf in inputs and results beyond the dtype themselves; arguments that are wrong
+// without being unsafe (tolerances) are the Python layer's to refuse (vsfast/_arrays.py).
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include "cuda/api.hpp"
 
-#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -44,14 +46,11 @@ int check_device(int device) {
   return device;
 }
 
-std::size_t positive(long long value, const char* name) {
-  if (value < 1) throw std::invalid_argument(std::string(name) + ": expected >= 1, got " + std::to_string(value));
-  return static_cast<std::size_t>(value);
-}
-
-std::size_t non_negative(long long value, const char* name) {
-  if (value < 0) throw std::invalid_argument(std::string(name) + ": expected >= 0, got " + std::to_string(value));
-  return static_cast<std::size_t>(value);
+// Sizes are unsigned (pybind11 refuses a negative one); an empty one would have the kernels read
+// the first entry of nothing.
+std::size_t positive(std::size_t value, const char* name) {
+  if (value < 1) throw std::invalid_argument(std::string(name) + ": expected >= 1, got 0");
+  return value;
 }
 
 // A pointer into device memory of `device`, aligned for the dtype.
@@ -70,18 +69,12 @@ T* device_pointer(std::uintptr_t address, int device, const std::string& name) {
   return static_cast<T*>(p);
 }
 
-std::optional<double> check_tolerance(std::optional<double> value, const char* name) {
-  if (value && !(std::isfinite(*value) && *value >= 0))
-    throw std::invalid_argument(std::string(name) + ": expected a finite number >= 0, got " + std::to_string(*value));
-  return value;
-}
-
 // The call's environment. The workspace may be empty only when nothing is needed.
-Call make_call(int device, std::uintptr_t stream, std::uintptr_t workspace, long long workspace_bytes) {
+Call make_call(int device, std::uintptr_t stream, std::uintptr_t workspace, std::size_t workspace_bytes) {
   Call call;
   call.device = check_device(device);
   call.stream = reinterpret_cast<cudaStream_t>(stream);
-  call.workspace_bytes = non_negative(workspace_bytes, "workspace_bytes");
+  call.workspace_bytes = workspace_bytes;
   call.workspace = workspace ? device_pointer<unsigned char>(workspace, device, "workspace") : nullptr;
   if (!call.workspace && call.workspace_bytes) throw std::invalid_argument("workspace: null with a nonzero size");
   return call;
@@ -105,33 +98,29 @@ Call sizing_call(int device) {
   return call;
 }
 
-RsvdParams rsvd_params(std::size_t m, std::size_t n, long long k, long long oversample, long long power_iters,
-                       std::uint64_t seed) {
-  const std::size_t q = std::min(m, n);
-  if (k < 1 || static_cast<std::size_t>(k) > q)
-    throw std::invalid_argument("k: expected 1 <= k <= min(m, n) = " + std::to_string(q) + ", got " +
-                                std::to_string(k));
-  return {static_cast<std::size_t>(k), non_negative(oversample, "oversample"), non_negative(power_iters, "power_iters"),
-          seed};
+vsfast::RsvdParams rsvd_params(std::size_t m, std::size_t n, std::size_t k, std::size_t oversample,
+                               std::size_t power_iters, std::uint64_t seed) {
+  vsfast::require_k_in_range(k, m, n);
+  return {k, oversample, power_iters, seed};
 }
 
 // ---------------------------------------------------------------------------------------------
 // Operations: a *_workspace function giving the bytes to allocate, and the operation itself.
 
-std::size_t rsvd_workspace_py(const std::string& dtype, int device, long long batch, long long m, long long n,
-                              long long k, long long oversample, long long power_iters) {
+std::size_t rsvd_workspace_py(const std::string& dtype, int device, std::size_t batch, std::size_t m, std::size_t n,
+                              std::size_t k, std::size_t oversample, std::size_t power_iters) {
   const std::size_t b = positive(batch, "batch"), rows = positive(m, "m"), cols = positive(n, "n");
-  const RsvdParams p = rsvd_params(rows, cols, k, oversample, power_iters, 0);
+  const vsfast::RsvdParams p = rsvd_params(rows, cols, k, oversample, power_iters, 0);
   const Call call = sizing_call(device);
   return dispatch(parse_dtype(dtype), [&](auto tag) { return rsvd_workspace<decltype(tag)>(call, b, rows, cols, p); });
 }
 
 void rsvd_py(const std::string& dtype, int device, std::uintptr_t stream, std::uintptr_t workspace,
-             long long workspace_bytes, std::uintptr_t a, long long batch, long long m, long long n, long long k,
-             long long oversample, long long power_iters, std::uint64_t seed, bool tf32, std::uintptr_t u,
-             std::uintptr_t s, std::uintptr_t vh, const py::object& extra) {
+             std::size_t workspace_bytes, std::uintptr_t a, std::size_t batch, std::size_t m, std::size_t n,
+             std::size_t k, std::size_t oversample, std::size_t power_iters, std::uint64_t seed, bool tf32,
+             std::uintptr_t u, std::uintptr_t s, std::uintptr_t vh, const py::object& extra) {
   const std::size_t b = positive(batch, "batch"), rows = positive(m, "m"), cols = positive(n, "n");
-  const RsvdParams p = rsvd_params(rows, cols, k, oversample, power_iters, seed);
+  const vsfast::RsvdParams p = rsvd_params(rows, cols, k, oversample, power_iters, seed);
   Call call = make_call(device, stream, workspace, workspace_bytes);
   call.tf32 = tf32;
   call.extra = extra_memory(extra, device);
@@ -146,15 +135,15 @@ void rsvd_py(const std::string& dtype, int device, std::uintptr_t stream, std::u
   });
 }
 
-std::size_t svd_workspace_py(const std::string& dtype, int device, long long batch, long long m, long long n) {
+std::size_t svd_workspace_py(const std::string& dtype, int device, std::size_t batch, std::size_t m, std::size_t n) {
   const std::size_t b = positive(batch, "batch"), rows = positive(m, "m"), cols = positive(n, "n");
   const Call call = sizing_call(device);
   return dispatch(parse_dtype(dtype), [&](auto tag) { return svd_workspace<decltype(tag)>(call, b, rows, cols); });
 }
 
 void svd_py(const std::string& dtype, int device, std::uintptr_t stream, std::uintptr_t workspace,
-            long long workspace_bytes, std::uintptr_t a, long long batch, long long m, long long n, std::uintptr_t u,
-            std::uintptr_t s, std::uintptr_t vh) {
+            std::size_t workspace_bytes, std::uintptr_t a, std::size_t batch, std::size_t m, std::size_t n,
+            std::uintptr_t u, std::uintptr_t s, std::uintptr_t vh) {
   const std::size_t b = positive(batch, "batch"), rows = positive(m, "m"), cols = positive(n, "n");
   const Call call = make_call(device, stream, workspace, workspace_bytes);
   dispatch(parse_dtype(dtype), [&](auto tag) {
@@ -168,19 +157,41 @@ void svd_py(const std::string& dtype, int device, std::uintptr_t stream, std::ui
   });
 }
 
-std::size_t pinv_workspace_py(const std::string& dtype, int device, long long batch, long long m, long long n) {
+// The svd's argument convention, without U and Vh.
+std::size_t svdvals_workspace_py(const std::string& dtype, int device, std::size_t batch, std::size_t m,
+                                 std::size_t n) {
+  const std::size_t b = positive(batch, "batch"), rows = positive(m, "m"), cols = positive(n, "n");
+  const Call call = sizing_call(device);
+  return dispatch(parse_dtype(dtype),
+                  [&](auto tag) { return svdvals_workspace<decltype(tag)>(call, b, rows, cols); });
+}
+
+void svdvals_py(const std::string& dtype, int device, std::uintptr_t stream, std::uintptr_t workspace,
+                std::size_t workspace_bytes, std::uintptr_t a, std::size_t batch, std::size_t m, std::size_t n,
+                std::uintptr_t s) {
+  const std::size_t b = positive(batch, "batch"), rows = positive(m, "m"), cols = positive(n, "n");
+  const Call call = make_call(device, stream, workspace, workspace_bytes);
+  dispatch(parse_dtype(dtype), [&](auto tag) {
+    using T = decltype(tag);
+    const T* pa = device_pointer<T>(a, device, "A");
+    T* ps = device_pointer<T>(s, device, "S");
+    py::gil_scoped_release release;
+    svdvals<T>(call, pa, b, rows, cols, ps);
+    return 0;
+  });
+}
+
+std::size_t pinv_workspace_py(const std::string& dtype, int device, std::size_t batch, std::size_t m, std::size_t n) {
   const std::size_t b = positive(batch, "batch"), rows = positive(m, "m"), cols = positive(n, "n");
   const Call call = sizing_call(device);
   return dispatch(parse_dtype(dtype), [&](auto tag) { return pinv_workspace<decltype(tag)>(call, b, rows, cols); });
 }
 
 void pinv_py(const std::string& dtype, int device, std::uintptr_t stream, std::uintptr_t workspace,
-             long long workspace_bytes, std::uintptr_t a, long long batch, long long m, long long n,
+             std::size_t workspace_bytes, std::uintptr_t a, std::size_t batch, std::size_t m, std::size_t n,
              std::optional<double> rtol, std::optional<double> atol, bool transposed, std::uintptr_t out,
              std::uintptr_t ranks, std::uintptr_t vh) {
   const std::size_t b = positive(batch, "batch"), rows = positive(m, "m"), cols = positive(n, "n");
-  check_tolerance(rtol, "rtol");
-  check_tolerance(atol, "atol");
   const Call call = make_call(device, stream, workspace, workspace_bytes);
   auto* pr = device_pointer<std::int64_t>(ranks, device, "ranks");
   dispatch(parse_dtype(dtype), [&](auto tag) {
@@ -194,18 +205,17 @@ void pinv_py(const std::string& dtype, int device, std::uintptr_t stream, std::u
   });
 }
 
-std::size_t project_workspace_py(const std::string& dtype, int device, long long rows, long long n, long long r) {
-  const std::size_t nr = positive(rows, "rows"), nn = positive(n, "n"), rank = non_negative(r, "r");
+std::size_t project_workspace_py(const std::string& dtype, int device, std::size_t rows, std::size_t n,
+                                 std::size_t r) {
+  const std::size_t nr = positive(rows, "rows"), nn = positive(n, "n"), rank = r;
   const Call call = sizing_call(device);
   return dispatch(parse_dtype(dtype), [&](auto tag) { return project_workspace<decltype(tag)>(call, nr, nn, rank); });
 }
 
 void project_py(const std::string& dtype, int device, std::uintptr_t stream, std::uintptr_t workspace,
-                long long workspace_bytes, std::uintptr_t x, long long rows, long long n, std::uintptr_t basis,
-                long long r, std::uintptr_t signal, std::uintptr_t residual) {
-  const std::size_t nr = positive(rows, "rows"), nn = positive(n, "n"), rank = non_negative(r, "r");
-  if (rank > nn) throw std::invalid_argument("basis: expected at most n = " + std::to_string(nn) + " rows, got " +
-                                             std::to_string(rank));
+                std::size_t workspace_bytes, std::uintptr_t x, std::size_t rows, std::size_t n, std::uintptr_t basis,
+                std::size_t r, std::uintptr_t signal, std::uintptr_t residual) {
+  const std::size_t nr = positive(rows, "rows"), nn = positive(n, "n"), rank = r;
   const Call call = make_call(device, stream, workspace, workspace_bytes);
   dispatch(parse_dtype(dtype), [&](auto tag) {
     using T = decltype(tag);
@@ -220,12 +230,11 @@ void project_py(const std::string& dtype, int device, std::uintptr_t stream, std
 
 // A chain layer from Python: (m, n, weight, bias or 0, pinv_t or 0, signal_rows or 0, rank,
 // activation, parameter). pinv_t and signal_rows are needed for reconstruct only.
-using LayerTuple = std::tuple<long long, long long, std::uintptr_t, std::uintptr_t, std::uintptr_t, std::uintptr_t,
-                              long long, std::string, double>;
+using LayerTuple = std::tuple<std::size_t, std::size_t, std::uintptr_t, std::uintptr_t, std::uintptr_t,
+                              std::uintptr_t, std::size_t, std::string, double>;
 
 template <class T>
 std::vector<Layer<T>> make_layers(const std::vector<LayerTuple>& tuples, int device, bool with_factors) {
-  if (tuples.empty()) throw std::invalid_argument("layers: expected at least one layer");
   std::vector<Layer<T>> layers;
   for (std::size_t i = 0; i < tuples.size(); ++i) {
     const auto& [m, n, weight, bias, pinv_t, signal_rows, rank, act, param] = tuples[i];
@@ -233,14 +242,9 @@ std::vector<Layer<T>> make_layers(const std::vector<LayerTuple>& tuples, int dev
     Layer<T> L;
     L.m = positive(m, (name + ".m").c_str());
     L.n = positive(n, (name + ".n").c_str());
-    if (i && L.n != layers.back().m)
-      throw std::invalid_argument("layers: layer " + std::to_string(i) + " takes " + std::to_string(L.n) +
-                                  " inputs but layer " + std::to_string(i - 1) + " gives " +
-                                  std::to_string(layers.back().m) + " outputs");
     L.weight = device_pointer<T>(weight, device, name + ".weight");
     L.bias = bias ? device_pointer<T>(bias, device, name + ".bias") : nullptr;
-    L.rank = non_negative(rank, (name + ".rank").c_str());
-    if (L.rank > std::min(L.m, L.n)) throw std::invalid_argument(name + ".rank: exceeds min(m, n)");
+    L.rank = rank;
     if (with_factors) {
       L.pinv_t = device_pointer<T>(pinv_t, device, name + ".pinv_t");
       if (L.rank) L.signal_rows = device_pointer<T>(signal_rows, device, name + ".signal_rows");
@@ -248,12 +252,13 @@ std::vector<Layer<T>> make_layers(const std::vector<LayerTuple>& tuples, int dev
     L.activation = vsfast::Activation::make(act, param);
     layers.push_back(L);
   }
+  vsfast::require_chained(layers);
   return layers;
 }
 
 std::size_t reconstruct_workspace_py(const std::string& dtype, int device, const std::vector<LayerTuple>& layers,
-                                     long long rows, long long ref_rows, bool every_layer) {
-  const std::size_t nr = positive(rows, "rows"), nref = non_negative(ref_rows, "ref_rows");
+                                     std::size_t rows, std::size_t ref_rows, bool every_layer) {
+  const std::size_t nr = positive(rows, "rows"), nref = ref_rows;
   const Call call = sizing_call(device);
   return dispatch(parse_dtype(dtype), [&](auto tag) {
     using T = decltype(tag);
@@ -262,14 +267,12 @@ std::size_t reconstruct_workspace_py(const std::string& dtype, int device, const
 }
 
 std::vector<std::size_t> reconstruct_py(const std::string& dtype, int device, std::uintptr_t stream,
-                                        std::uintptr_t workspace, long long workspace_bytes,
-                                        const std::vector<LayerTuple>& layers, std::uintptr_t y, long long rows,
-                                        std::uintptr_t reference, long long ref_rows, bool every_layer,
+                                        std::uintptr_t workspace, std::size_t workspace_bytes,
+                                        const std::vector<LayerTuple>& layers, std::uintptr_t y, std::size_t rows,
+                                        std::uintptr_t reference, std::size_t ref_rows, bool every_layer,
                                         std::uintptr_t x) {
-  const std::size_t nr = positive(rows, "rows"), nref = reference ? positive(ref_rows, "ref_rows") : 0;
-  if (nref != 0 && nref != 1 && nref != nr)
-    throw std::invalid_argument("reference: expected 1 or " + std::to_string(nr) + " rows, got " +
-                                std::to_string(nref));
+  const std::size_t nr = positive(rows, "rows"), nref = reference ? ref_rows : 0;
+  if (reference) vsfast::require_reference_rows(nref, nr);
   const Call call = make_call(device, stream, workspace, workspace_bytes);
   return dispatch(parse_dtype(dtype), [&](auto tag) {
     using T = decltype(tag);
@@ -283,7 +286,7 @@ std::vector<std::size_t> reconstruct_py(const std::string& dtype, int device, st
 }
 
 std::size_t forward_workspace_py(const std::string& dtype, int device, const std::vector<LayerTuple>& layers,
-                                 long long rows) {
+                                 std::size_t rows) {
   const std::size_t nr = positive(rows, "rows");
   const Call call = sizing_call(device);
   return dispatch(parse_dtype(dtype), [&](auto tag) {
@@ -293,8 +296,8 @@ std::size_t forward_workspace_py(const std::string& dtype, int device, const std
 }
 
 void forward_py(const std::string& dtype, int device, std::uintptr_t stream, std::uintptr_t workspace,
-                long long workspace_bytes, const std::vector<LayerTuple>& layers, std::uintptr_t x, long long rows,
-                std::uintptr_t y) {
+                std::size_t workspace_bytes, const std::vector<LayerTuple>& layers, std::uintptr_t x,
+                std::size_t rows, std::uintptr_t y) {
   const std::size_t nr = positive(rows, "rows");
   const Call call = make_call(device, stream, workspace, workspace_bytes);
   dispatch(parse_dtype(dtype), [&](auto tag) {
@@ -308,15 +311,32 @@ void forward_py(const std::string& dtype, int device, std::uintptr_t stream, std
   });
 }
 
+py::dict build_info_py() {
+  const BuildInfo info = build_info();
+  py::dict out;
+  out["cuda_runtime_built"] = info.cuda_runtime_built;
+  out["cuda_runtime"] = info.cuda_runtime;
+  out["cuda_driver"] = info.cuda_driver;
+  out["nvcc"] = info.nvcc;
+  out["architectures"] = info.architectures;
+  out["cublas_built"] = info.cublas_built;
+  out["cublas"] = info.cublas;
+  out["cusolver_built"] = info.cusolver_built;
+  out["cusolver"] = info.cusolver;
+  out["device_count"] = device_count();
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_cuda, m) {
   m.doc() = "vsfast's GPU kernels (cuBLAS, cuSOLVER). Use the vsfast package, which passes torch CUDA tensors and "
             "CuPy arrays here by device pointer.";
   py::register_exception<CudaError>(m, "CudaError", PyExc_RuntimeError);
-  // The CPU core's LinAlgError, so that callers catch one exception whatever the device.
+  // A subclass of the CPU core's LinAlgError (itself numpy.linalg.LinAlgError's), so that callers
+  // catch one exception whatever the device; local to this module, as the CPU core's is to it.
   const py::object core_error = py::module_::import("vsfast._core").attr("LinAlgError");
-  py::register_exception<LinAlgError>(m, "LinAlgError", core_error);
+  py::register_local_exception<vsfast::LinAlgError>(m, "LinAlgError", core_error);
 
   m.def("device_count", &device_count, "CUDA devices usable by this process (0 without a driver).");
   m.def("unavailable_reason", &unavailable_reason, "Why no CUDA device is usable, or ''.");
@@ -324,6 +344,8 @@ PYBIND11_MODULE(_cuda, m) {
         "For tests: the sweep limit of the Jacobi SVDs (default 100); a low one makes them give up, so that the "
         "QR-iteration fallback runs.");
   m.def("device_name", [](int device) { return device_name(check_device(device)); }, py::arg("device"));
+  m.def("build_info", &build_info_py,
+        "How this module was built (CUDA runtime, nvcc, architectures, cuBLAS/cuSOLVER) and what it runs with.");
 
   m.def("rsvd_workspace", &rsvd_workspace_py, py::arg("dtype"), py::arg("device"), py::arg("batch"), py::arg("m"),
         py::arg("n"), py::arg("k"), py::arg("oversample"), py::arg("power_iters"));
@@ -336,6 +358,10 @@ PYBIND11_MODULE(_cuda, m) {
   m.def("svd", &svd_py, py::arg("dtype"), py::arg("device"), py::arg("stream"), py::arg("workspace"),
         py::arg("workspace_bytes"), py::arg("A"), py::arg("batch"), py::arg("m"), py::arg("n"), py::arg("U"),
         py::arg("S"), py::arg("Vh"));
+  m.def("svdvals_workspace", &svdvals_workspace_py, py::arg("dtype"), py::arg("device"), py::arg("batch"),
+        py::arg("m"), py::arg("n"));
+  m.def("svdvals", &svdvals_py, py::arg("dtype"), py::arg("device"), py::arg("stream"), py::arg("workspace"),
+        py::arg("workspace_bytes"), py::arg("A"), py::arg("batch"), py::arg("m"), py::arg("n"), py::arg("S"));
   m.def("pinv_workspace", &pinv_workspace_py, py::arg("dtype"), py::arg("device"), py::arg("batch"), py::arg("m"),
         py::arg("n"));
   m.def("pinv", &pinv_py, py::arg("dtype"), py::arg("device"), py::arg("stream"), py::arg("workspace"),

@@ -1,26 +1,28 @@
-// The GPU twins of the CPU core's operations, one to one: rsvd, svd, pinv, project and the chain.
-// Arrays are device pointers in the CPU core's row-major layout, batched over a leading axis.
-// Every operation runs on call.stream and carves its scratch memory from call.workspace, whose
-// size the matching *_workspace function gives (call.workspace null): the caller allocates it
-// with its own framework, so nothing is allocated per call here.
+// The GPU twins of the CPU core's operations (csrc/vsfast/api.hpp), name for name: rsvd, svd,
+// svdvals, pinv, project and the chain's reconstruct and forward. Arrays are device pointers in
+// the CPU core's row-major layout, batched over a leading axis. Every operation runs on
+// call.stream and carves its scratch memory from call.workspace, whose size the matching
+// *_workspace function gives (call.workspace null): the caller allocates it with its own
+// framework, so nothing is allocated per call here.
+//
+// As on the CPU, every operation owns the loop over the batch, the refusal of inputs holding NaN
+// or inf (std::invalid_argument naming the argument) and of results beyond the dtype
+// (std::overflow_error), and LinAlgError for a decomposition that does not converge; the caller
+// vouches for the memory (sizes, k in [1, min(m, n)], reference rows). The parameters, the rank
+// rule and the messages are the CPU's: csrc/vsfast/common.hpp.
 #pragma once
 
 #include "cuda/context.hpp"
 #include "vsfast/activations.hpp"
+#include "vsfast/common.hpp"
 
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <vector>
 
 namespace vsfast::cuda {
-
-struct RsvdParams {
-  std::size_t k = 0;
-  std::size_t oversample = 10;
-  std::size_t power_iters = 2;
-  std::uint64_t seed = 0;
-};
 
 // u (batch x m x k), s (batch x k), vh (batch x k x n). A batch holding a matrix outside the safe
 // range is rescaled in a copy from call.extra.
@@ -36,8 +38,14 @@ std::size_t svd_workspace(const Call& call, std::size_t batch, std::size_t m, st
 template <class T>
 void svd(const Call& call, const T* a, std::size_t batch, std::size_t m, std::size_t n, T* u, T* s, T* vh);
 
+// Singular values only, by the svd's path: s (batch x q), q = min(m, n).
+template <class T>
+std::size_t svdvals_workspace(const Call& call, std::size_t batch, std::size_t m, std::size_t n);
+template <class T>
+void svdvals(const Call& call, const T* a, std::size_t batch, std::size_t m, std::size_t n, T* s);
+
 // Pseudoinverses (batch x n x m, or with `transposed` their transposes, batch x m x n) and ranks
-// (batch int64, left on the device), with numpy's rank rule as rank_of applies it. vh, unless null,
+// (batch int64, left on the device), by the rank rule of common.hpp. vh, unless null,
 // receives the right singular vectors (batch x q x n, q = min(m, n)), whose first rank rows span
 // each matrix's row space: a chain layer's factors from one SVD.
 template <class T>
@@ -80,5 +88,17 @@ template <class T>
 std::size_t forward_workspace(const Call& call, const std::vector<Layer<T>>& layers, std::size_t rows);
 template <class T>
 void forward(const Call& call, const std::vector<Layer<T>>& layers, const T* x, std::size_t rows, T* y);
+
+// How this module was built (build_info.cu): versions as "major.minor[.patch]", "" where unknown.
+struct BuildInfo {
+  std::string cuda_runtime_built;  // the CUDA headers compiled against (CUDART_VERSION)
+  std::string cuda_runtime;        // the runtime linked in (statically), asked at run time
+  std::string cuda_driver;         // the driver's CUDA version; "" without a driver
+  std::string nvcc;                // the compiler of the device code
+  std::string architectures;       // the compute capabilities compiled (CMAKE_CUDA_ARCHITECTURES)
+  std::string cublas_built, cublas;      // headers compiled against, library loaded
+  std::string cusolver_built, cusolver;  // the same for cuSOLVER
+};
+BuildInfo build_info();
 
 }  // namespace vsfast::cuda

@@ -1,75 +1,26 @@
 // The chained reconstruction on the GPU: per layer one fused pass (inverse activation, clamping
 // into its domain with a count, bias subtraction) and one GEMM with the precomputed (W^+)^T, as
-// Chain<T>::reconstruct in csrc/vsfast/chain.hpp.
+// reconstruct and forward in csrc/vsfast/chain.hpp.
 #include "cuda/api.hpp"
 #include "cuda/kernels.cuh"
 #include "cuda/library.hpp"
 #include "cuda/project.cuh"
 
 #include <algorithm>
-#include <cfloat>
 
 namespace vsfast::cuda {
 
 namespace {
 
-__device__ inline float root_eps(float) { return 3.4526698e-4f; }  // sqrt(FLT_EPSILON)
-__device__ inline double root_eps(double) { return 1.4901161193847656e-8; }  // sqrt(DBL_EPSILON)
-
-// Activation::forward of csrc/vsfast/activations.hpp.
+// h (rows x m) <- act^-1(h) - b in place, by the CPU's Activation::inverse; counter += entries
+// clamped (one atomic per warp).
 template <class T>
-__device__ T activate(ActivationKind kind, T param, T x) {
-  switch (kind) {
-    case ActivationKind::identity: return x;
-    case ActivationKind::selu:
-      return x > 0 ? T(selu_lambda) * x : T(selu_lambda * selu_alpha) * expm1(x);
-    case ActivationKind::elu: return x > 0 ? x : param * expm1(x);
-    case ActivationKind::tanh: return tanh(x);
-    case ActivationKind::sigmoid: return T(1) / (T(1) + exp(-x));
-    case ActivationKind::leaky_relu: return x >= 0 ? x : param * x;
-  }
-  return x;
-}
-
-// Activation::inverse: y outside the open range is moved inside it with a relative margin of
-// sqrt(eps), and `clamped` counts it.
-template <class T>
-__device__ T invert(ActivationKind kind, T param, T y, unsigned long long& clamped) {
-  const T margin = root_eps(T());
-  switch (kind) {
-    case ActivationKind::identity: return y;
-    case ActivationKind::selu: {
-      const T floor = T(selu_lambda * selu_alpha);
-      if (y > 0) return y / T(selu_lambda);
-      if (y < -floor * (T(1) - margin)) y = -floor * (T(1) - margin), ++clamped;
-      return log1p(y / floor);
-    }
-    case ActivationKind::elu: {
-      if (y > 0) return y;
-      if (y < -param * (T(1) - margin)) y = -param * (T(1) - margin), ++clamped;
-      return log1p(y / param);
-    }
-    case ActivationKind::tanh:
-      if (y < -(T(1) - margin)) y = -(T(1) - margin), ++clamped;
-      if (y > T(1) - margin) y = T(1) - margin, ++clamped;
-      return atanh(y);
-    case ActivationKind::sigmoid:
-      if (y < margin) y = margin, ++clamped;
-      if (y > T(1) - margin) y = T(1) - margin, ++clamped;
-      return log(y) - log1p(-y);
-    case ActivationKind::leaky_relu: return y >= 0 ? y : y / param;
-  }
-  return y;
-}
-
-// h (rows x m) <- act^-1(h) - b in place; counter += entries clamped (one atomic per warp).
-template <class T>
-__global__ void invert_kernel(T* h, std::size_t rows, std::size_t m, const T* bias, ActivationKind kind, T param,
+__global__ void invert_kernel(T* h, std::size_t rows, std::size_t m, const T* bias, Activation act,
                               unsigned long long* counter) {
   unsigned long long clamped = 0;
   for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < rows * m;
        i += std::size_t(gridDim.x) * blockDim.x) {
-    T v = invert(kind, param, h[i], clamped);
+    T v = act.inverse(h[i], clamped);
     if (bias) v -= bias[i % m];
     h[i] = v;
   }
@@ -77,12 +28,12 @@ __global__ void invert_kernel(T* h, std::size_t rows, std::size_t m, const T* bi
   if ((threadIdx.x & 31) == 0 && clamped) atomicAdd(counter, clamped);
 }
 
-// h (rows x m) <- act(h + b) in place.
+// h (rows x m) <- act(h + b) in place, by the CPU's Activation::forward.
 template <class T>
-__global__ void activate_kernel(T* h, std::size_t rows, std::size_t m, const T* bias, ActivationKind kind, T param) {
+__global__ void activate_kernel(T* h, std::size_t rows, std::size_t m, const T* bias, Activation act) {
   for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < rows * m;
        i += std::size_t(gridDim.x) * blockDim.x)
-    h[i] = activate(kind, param, bias ? h[i] + bias[i % m] : h[i]);
+    h[i] = act.forward(bias ? h[i] + bias[i % m] : h[i]);
 }
 
 template <class T>
@@ -98,8 +49,7 @@ void apply_layer(const Bound& bd, const Layer<T>& L, const T* h, std::size_t row
   const int im = to_int(L.m, "layer outputs"), in = to_int(L.n, "layer inputs"), irows = to_int(rows, "rows");
   // Column-major: out^T (m x rows) = W (W^T is column-major n x m) times h^T (n x rows).
   gemm(bd.ctx.blas, true, false, im, irows, in, T(1), L.weight, in, 0, h, in, 0, T(0), out, im, 0, 1);
-  activate_kernel<<<blocks_for(rows * L.m), kThreads, 0, bd.stream>>>(out, rows, L.m, L.bias, L.activation.kind,
-                                                                      T(L.activation.param));
+  activate_kernel<<<blocks_for(rows * L.m), kThreads, 0, bd.stream>>>(out, rows, L.m, L.bias, L.activation);
   check_launch("activate_kernel");
 }
 
@@ -173,8 +123,8 @@ std::vector<std::size_t> reconstruct(const Call& call, const std::vector<Layer<T
   const int irows = to_int(rows, "rows");
   for (std::size_t l = depth; l-- > 0;) {
     const Layer<T>& L = layers[l];
-    invert_kernel<<<blocks_for(rows * L.m), kThreads, 0, bd.stream>>>(h, rows, L.m, L.bias, L.activation.kind,
-                                                                      T(L.activation.param), w.clamped + l);
+    invert_kernel<<<blocks_for(rows * L.m), kThreads, 0, bd.stream>>>(h, rows, L.m, L.bias, L.activation,
+                                                                      w.clamped + l);
     check_launch("invert_kernel");
     T* out = l == 0 ? x : next;
     // Column-major: out^T (n x rows) = ((W^+)^T as column-major n x m) times h^T (m x rows).

@@ -3,6 +3,8 @@
 // per-matrix library calls over a few streams. Plain C++: the bindings include it too.
 #pragma once
 
+#include "vsfast/common.hpp"
+
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <cusolverDn.h>
@@ -21,10 +23,7 @@ struct CudaError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// A decomposition that did not converge: a numerical failure, as on the CPU.
-struct LinAlgError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
+// A decomposition that did not converge throws vsfast::LinAlgError (common.hpp), as on the CPU.
 
 void check(cudaError_t status, const char* call);
 void check(cublasStatus_t status, const char* call);

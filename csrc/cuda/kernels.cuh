@@ -3,7 +3,8 @@
 #pragma once
 
 #include "cuda/context.hpp"
-#include "vsfast/range.hpp"
+#include "vsfast/common.hpp"
+#include "vsfast/random.hpp"
 
 #include <cuda_runtime.h>
 
@@ -105,29 +106,17 @@ void pointer_array(T* base, std::size_t stride, T** ptrs, std::size_t batch, cud
 
 // --- the Gaussian sketch -----------------------------------------------------------------------------
 
-// The counter-based generator of csrc/vsfast/random.hpp: entry i depends on (seed, i) only, so a
-// sketch is the same on every run and launch configuration.
-__host__ __device__ inline std::uint64_t splitmix64(std::uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
+// The counter-based generator of csrc/vsfast/random.hpp (gaussian_pair): entry i depends on
+// (seed, i) only, so a sketch is the same on every run and launch configuration.
 template <class T>
 __global__ void gaussian_kernel(T* out, std::size_t count, std::uint64_t key) {
-  const double two_pi = 6.283185307179586476925286766559, inv_2_32 = 1.0 / 4294967296.0;
   for (std::size_t pair = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; 2 * pair < count;
        pair += std::size_t(gridDim.x) * blockDim.x) {
     const std::size_t i = 2 * pair;
-    const std::uint64_t bits = splitmix64(key + 0x9e3779b97f4a7c15ULL * i);
-    const double u1 = (static_cast<double>(bits >> 32) + 0.5) * inv_2_32;
-    const double u2 = (static_cast<double>(bits & 0xffffffffULL) + 0.5) * inv_2_32;
-    const double radius = sqrt(-2.0 * log(u1));
-    double s, c;
-    sincos(two_pi * u2, &s, &c);
-    out[i] = static_cast<T>(radius * c);
-    if (i + 1 < count) out[i + 1] = static_cast<T>(radius * s);
+    double first, second;
+    gaussian_pair(key, i, first, second);
+    out[i] = static_cast<T>(first);
+    if (i + 1 < count) out[i + 1] = static_cast<T>(second);
   }
 }
 template <class T>
@@ -191,8 +180,7 @@ void measure_magnitudes(const T* x, std::size_t size, std::size_t stride, std::s
 // Throws std::invalid_argument naming `name`, as the CPU core does, when a measured magnitude is
 // that of NaN or inf.
 inline void require_finite(double largest, const char* name) {
-  if (std::isinf(largest))
-    throw std::invalid_argument(std::string(name) + ": expected finite values, found NaN or inf");
+  if (std::isinf(largest)) throw std::invalid_argument(finite_message(name));
 }
 
 // The largest magnitude of each of `batch` matrices of `size` values, refusing NaN and inf as

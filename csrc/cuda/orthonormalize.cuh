@@ -1,7 +1,7 @@
 // Orthonormal bases of tall-skinny batches at matrix-product speed: CholeskyQR (Gram matrix by
 // GEMM, batched Cholesky, the triangular inverse applied by GEMM), with Householder QR for the
 // matrices whose Gram matrix is not numerically positive definite. The same decisions as the CPU
-// core's condition_basis / orthonormalize (csrc/vsfast/svd.hpp).
+// core's condition_basis / orthonormalize_but_factor (csrc/vsfast/orthonormalize.hpp).
 //
 // The factor's inverse is formed once (an n x n triangular solve) and applied by a GEMM rather
 // than a TRSM over the tall matrix: cuBLAS's batched TRSM is far from GEMM speed on tall blocks,

@@ -30,6 +30,14 @@ void project(const Call& call, const T* x, std::size_t rows, std::size_t n, cons
   require_finite(largest[0], "X");
   if (r) require_finite(largest[1], "basis");
   project_rows(bd, x, rows, n, basis, r, signal, residual, w);
+  // A second wait only for inputs near the dtype's limit, as on the CPU.
+  if (r && projection_may_overflow<T>(r, n, largest[0], largest[1])) {
+    measure_magnitudes(signal, rows * n, 0, 1, magnitudes, bd.stream);
+    measure_magnitudes(residual, rows * n, 0, 1, magnitudes + 1, bd.stream);
+    const std::vector<double> results = fetch_magnitudes(magnitudes, 2, bd.stream);
+    require_representable<T>(results[0], "the signal part");
+    require_representable<T>(results[1], "the residual part");
+  }
 }
 
 #define VSFAST_INSTANTIATE(T)                                                                                   \

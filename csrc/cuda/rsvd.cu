@@ -21,7 +21,7 @@ struct RsvdDims {
       : t(n < m),
         short_side(to_int(std::min(m, n), "min(m, n)")),
         long_side(to_int(std::max(m, n), "max(m, n)")),
-        l(static_cast<int>(std::min(p.k + p.oversample, std::min(m, n)))),
+        l(static_cast<int>(sketch_width(m, n, p))),
         k(static_cast<int>(p.k)),
         batch(to_int(batch_, "batch")) {
     to_int(m * n, "m * n");

@@ -1,6 +1,7 @@
 // SVDs of many tall matrices: gesvdjBatched when they fit its 32 x 32 limit, otherwise one
 // Jacobi SVD (gesvdj) per matrix, spread over a few streams so that the small ones overlap; QR
-// iteration (gesvd) for any matrix on which Jacobi does not converge.
+// iteration (gesvd) for any matrix on which Jacobi does not converge. The CPU twin, for the
+// randomized SVD's projected matrix, is csrc/vsfast/small_svd.hpp.
 //
 // Jacobi rather than QR iteration: it is accurate to working precision in the singular values and
 // vectors (no squaring of the condition number, as gesvdaStridedBatched's Gram matrix would), it

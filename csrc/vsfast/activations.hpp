@@ -1,10 +1,12 @@
 // Invertible activations and their inverses. Targets outside an activation's range are moved to
 // the nearest point of the range less a relative margin, and counted: never turned into NaN.
+// forward, slope and inverse run on the host and, in the CUDA module's kernels, on the device.
 #pragma once
+
+#include "common.hpp"
 
 #include <cmath>
 #include <cstddef>
-#include <limits>
 #include <stdexcept>
 #include <string>
 
@@ -15,6 +17,13 @@ enum class ActivationKind { identity, selu, elu, tanh, sigmoid, leaky_relu };
 // torch's constants for SELU.
 constexpr double selu_lambda = 1.0507009873554804934193349852946;
 constexpr double selu_alpha = 1.6732632423543772848170429916717;
+
+// sqrt(eps) of T, the relative margin inside an activation's range (a literal: device code cannot
+// call std::numeric_limits).
+template <class T>
+VSFAST_HOST_DEVICE constexpr T root_eps() {
+  return sizeof(T) == 4 ? T(3.4526698e-4f) : T(1.4901161193847656e-8);
+}
 
 struct Activation {
   ActivationKind kind = ActivationKind::identity;
@@ -41,7 +50,7 @@ struct Activation {
   }
 
   template <class T>
-  T forward(T x) const {
+  VSFAST_HOST_DEVICE T forward(T x) const {
     switch (kind) {
       case ActivationKind::identity: return x;
       case ActivationKind::selu:
@@ -56,7 +65,7 @@ struct Activation {
 
   // d forward / dx at x, given y = forward(x): from y, without a second exp or tanh.
   template <class T>
-  T slope(T x, T y) const {
+  VSFAST_HOST_DEVICE T slope(T x, T y) const {
     switch (kind) {
       case ActivationKind::identity: return T(1);
       case ActivationKind::selu: return x > 0 ? T(selu_lambda) : y + T(selu_lambda * selu_alpha);
@@ -69,41 +78,45 @@ struct Activation {
   }
 
   // Inverse of forward at y; y outside the open range is first clamped inside it with a relative
-  // margin of sqrt(eps), and `clamped` is incremented.
-  template <class T>
-  T inverse(T y, std::size_t& clamped) const {
-    const T margin = std::sqrt(std::numeric_limits<T>::epsilon());
-    auto at_least = [&](T lo) {
-      if (y < lo) { y = lo; ++clamped; }
-    };
-    auto at_most = [&](T hi) {
-      if (y > hi) { y = hi; ++clamped; }
-    };
+  // margin of sqrt(eps), and `clamped` (any integer counter) is incremented.
+  template <class T, class Count>
+  VSFAST_HOST_DEVICE T inverse(T y, Count& clamped) const {
+    const T margin = root_eps<T>();
     switch (kind) {
       case ActivationKind::identity: return y;
       case ActivationKind::selu: {
         const T floor = T(selu_lambda * selu_alpha);
         if (y > 0) return y / T(selu_lambda);
-        at_least(-floor * (T(1) - margin));
+        clamp_below(y, -floor * (T(1) - margin), clamped);
         return std::log1p(y / floor);
       }
       case ActivationKind::elu: {
         if (y > 0) return y;
         const T floor = T(param);
-        at_least(-floor * (T(1) - margin));
+        clamp_below(y, -floor * (T(1) - margin), clamped);
         return std::log1p(y / floor);
       }
       case ActivationKind::tanh:
-        at_least(-(T(1) - margin));
-        at_most(T(1) - margin);
+        clamp_below(y, -(T(1) - margin), clamped);
+        clamp_above(y, T(1) - margin, clamped);
         return std::atanh(y);
       case ActivationKind::sigmoid:
-        at_least(margin);
-        at_most(T(1) - margin);
+        clamp_below(y, margin, clamped);
+        clamp_above(y, T(1) - margin, clamped);
         return std::log(y) - std::log1p(-y);
       case ActivationKind::leaky_relu: return y >= 0 ? y : y / T(param);
     }
     return y;
+  }
+
+ private:
+  template <class T, class Count>
+  VSFAST_HOST_DEVICE static void clamp_below(T& y, T lo, Count& clamped) {
+    if (y < lo) y = lo, ++clamped;
+  }
+  template <class T, class Count>
+  VSFAST_HOST_DEVICE static void clamp_above(T& y, T hi, Count& clamped) {
+    if (y > hi) y = hi, ++clamped;
   }
 };
 

@@ -2,6 +2,8 @@
 // Every wrapper is column-major; callers that hold row-major data pass its transpose.
 #pragma once
 
+#include "common.hpp"
+
 #include <cblas.h>
 #include <lapacke.h>
 
@@ -22,11 +24,7 @@ inline blas_int to_blas_int(std::size_t value, const char* what) {
   return static_cast<blas_int>(value);
 }
 
-// A LAPACK routine that did not converge is a numerical failure, not a usage error.
-struct LinAlgError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
+// A LAPACK routine that did not converge is a numerical failure (LinAlgError), not a usage error.
 inline void check_lapack(lapack_int info, const char* routine) {
   if (info < 0)
     throw std::logic_error(std::string(routine) + ": illegal argument " + std::to_string(-info));

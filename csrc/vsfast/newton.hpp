@@ -13,8 +13,10 @@
 // results do not depend on the thread count.
 #pragma once
 
+#include "api.hpp"
 #include "blas.hpp"
 #include "chain.hpp"
+#include "checks.hpp"
 #include "parallel.hpp"
 #include "project.hpp"
 
@@ -23,6 +25,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <stdexcept>
 #include <utility>
 #include <vector>
 
@@ -127,7 +130,7 @@ class NewtonChunk {
     std::vector<double> res, err;           // rows x outputs, rows
   };
 
-  static void add_bias(const LayerSpec<T>& L, T* z, std::size_t rows) {
+  static void add_bias(const Layer<T>& L, T* z, std::size_t rows) {
     if (L.bias.empty()) return;
     for (std::size_t i = 0; i < rows; ++i)
       for (std::size_t j = 0; j < L.m; ++j) z[i * L.m + j] += L.bias[j];
@@ -173,7 +176,7 @@ class NewtonChunk {
     return e;
   }
 
-  static std::vector<T> activate(const LayerSpec<T>& L, const std::vector<T>& z) {
+  static std::vector<T> activate(const Layer<T>& L, const std::vector<T>& z) {
     std::vector<T> h(z.size());
     for (std::size_t i = 0; i < z.size(); ++i) h[i] = L.activation.forward(z[i]);
     return h;
@@ -350,13 +353,15 @@ class NewtonChunk {
 // Inputs x (rows x inputs) whose chain outputs are y (rows x outputs), to a relative error of tol
 // where the iteration gets there within max_iter steps; the steps taken and the relative output
 // error reached per target. Every x keeps the part of its reference (ref_rows x inputs, 1 or
-// `rows` rows, or none: 0) in the first layer's rejected space; its part in the row space starts at the reference's with
-// `from_reference` (then x stays near the reference), else at 0 (x stays near the minimum-norm
-// answer plus that rejected part).
+// `rows` rows, or none: null) in the first layer's rejected space; its part in the row space
+// starts at the reference's with `from_reference` (then x stays near the reference), else at 0
+// (x stays near the minimum-norm answer plus that rejected part). The entry point of api.hpp.
 template <class T>
-void solve_chain(const Chain<T>& chain, const T* y, std::size_t rows, const T* reference, std::size_t ref_rows,
-                 bool from_reference, double tol, std::size_t max_iter, T* x, std::int64_t* steps, double* error) {
+void solve(const Chain<T>& chain, const T* y, std::size_t rows, const T* reference, std::size_t ref_rows,
+           bool from_reference, double tol, std::size_t max_iter, T* x, std::int64_t* steps, double* error) {
   const std::size_t n = chain.input_dim(), m = chain.output_dim(), r = chain.ranks()[0];
+  require_finite(y, rows * m, "Y");
+  if (reference) require_finite(reference, ref_rows * n, "reference");
   // Targets per thread's task: 128 keeps the GEMMs at full speed and the threads balanced; fewer
   // where a target's Jacobian and Gram matrix would take more than 512 KiB (wide outputs). It
   // depends on the chain alone, so the results do not depend on the thread count.
@@ -381,6 +386,10 @@ void solve_chain(const Chain<T>& chain, const T* y, std::size_t rows, const T* r
     part.run(tol, max_iter);
     part.write(x + begin * n, steps + begin, error + begin);
   });
+  require_representable(x, rows * n, "the solved input");
+  // Steps are taken only where the error drops: a non-finite one is the start's.
+  if (!std::all_of(error, error + rows, [](double e) { return std::isfinite(e); }))
+    throw std::overflow_error(overflow_message<T>("the chain's output at the start"));
 }
 
 }  // namespace vsfast

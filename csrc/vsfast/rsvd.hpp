@@ -6,12 +6,16 @@
 // its bases are kept well conditioned by one Cholesky QR pass per half-step and made orthonormal
 // by CholeskyQR2 at the last, all at matrix-product speed, and the exact SVD at the end is of a
 // short-by-(k + p) matrix. What remains beyond the (2q + 2) passes of matrix products over A, the
-// floor of the method, is small.
+// floor of the method, is small. The GPU twin is csrc/cuda/rsvd.cu.
 #pragma once
 
+#include "api.hpp"
 #include "blas.hpp"
+#include "checks.hpp"
+#include "orthonormalize.hpp"
+#include "parallel.hpp"
 #include "random.hpp"
-#include "svd.hpp"
+#include "small_svd.hpp"
 
 #include <algorithm>
 #include <cstddef>
@@ -22,18 +26,11 @@
 
 namespace vsfast {
 
-struct RsvdParams {
-  std::size_t k = 0;            // singular triplets returned
-  std::size_t oversample = 10;  // extra sketch columns: the error bound improves fast with them
-  std::size_t power_iters = 2;  // each pass sharpens the spectrum's decay by its power
-  std::uint64_t seed = 0;
-};
-
 template <class T>
 struct RsvdWorkspace {
   std::vector<T> y, z, ub, vbt, w, s, scaled;
-  OrthWorkspace<T> orth;  // the long side's bases; holds R2 until the end
-  OrthWorkspace<T> small;  // the small SVD's
+  OrthWorkspace<T> orth;       // the long side's bases; holds R2 until the end
+  SmallSvdWorkspace<T> small;  // the small SVD's
 
   std::size_t bytes() const { return buffer_bytes(y, z, ub, vbt, w, s, scaled) + orth.bytes() + small.bytes(); }
 };
@@ -52,11 +49,6 @@ void with_thread_workspace(Fn&& fn) {
     }
   } trim{ws};
   fn(ws);
-}
-
-// Columns in the sketch of an m x n matrix.
-inline std::size_t sketch_width(std::size_t m, std::size_t n, const RsvdParams& p) {
-  return std::min(p.k + p.oversample, std::min(m, n));
 }
 
 // The Gaussian test matrix for m x n matrices: column-major min(m, n) x sketch_width. One sketch
@@ -109,7 +101,7 @@ void rsvd_rowmajor(const T* a, std::size_t m, std::size_t n, const RsvdParams& p
   gemm(!t, false, bs, bsk, bl, T(1), a, lda, ws.y.data(), bl, T(0), ws.z.data(), bs);
   const T* r2 = ws.orth.gram.data();
   if (r2_pending) trsm_right_upper(bs, bsk, r2, bsk, ws.z.data(), bs);
-  svd_tall(ws.z.data(), bs, bsk, ws.s.data(), ws.ub.data(), ws.vbt.data(), ws.small);
+  tall_svd(ws.z.data(), bs, bsk, ws.s.data(), ws.ub.data(), ws.vbt.data(), ws.small);
   std::copy(ws.s.begin(), ws.s.begin() + static_cast<std::ptrdiff_t>(p.k), s);
   ws.w.resize(l * p.k);
   for (std::size_t j = 0; j < p.k; ++j)
@@ -142,6 +134,22 @@ void rsvd_scaled_rowmajor(const T* a, std::size_t m, std::size_t n, double max_a
   for (std::size_t i = 0; i < m * n; ++i) ws.scaled[i] = std::ldexp(a[i], -e);
   rsvd_rowmajor(ws.scaled.data(), m, n, p, omega, u, s, vh, ws);
   for (std::size_t j = 0; j < p.k; ++j) s[j] = std::ldexp(s[j], e);
+}
+
+// The batched entry point of api.hpp: every matrix is scanned (NaN and inf refused), decomposed
+// with the one sketch, on its own thread when the batch keeps every thread busy, and the singular
+// values scaled back must fit the dtype.
+template <class T>
+void rsvd(const T* a, std::size_t batch, std::size_t m, std::size_t n, const RsvdParams& p, T* u, T* s, T* vh) {
+  const std::vector<double> largest = require_finite_matrices(a, batch, m * n, "A");
+  const std::vector<T> omega = gaussian_sketch<T>(m, n, p);
+  parallel_for(batch, batch_workers(batch), [&](std::size_t b) {
+    with_thread_workspace<T>([&](RsvdWorkspace<T>& ws) {
+      rsvd_scaled_rowmajor(a + b * m * n, m, n, largest[b], p, omega.data(), u + b * m * p.k, s + b * p.k,
+                           vh + b * p.k * n, ws);
+    });
+  });
+  require_representable(s, batch * p.k, "A's largest singular value");
 }
 
 }  // namespace vsfast

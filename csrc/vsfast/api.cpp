@@ -1,0 +1,34 @@
+// The CPU core's operations (api.hpp), compiled once for float and double: the bindings see only
+// their declarations.
+#include "vsfast/api.hpp"
+
+#include "vsfast/chain.hpp"
+#include "vsfast/newton.hpp"
+#include "vsfast/pinv.hpp"
+#include "vsfast/project.hpp"
+#include "vsfast/rsvd.hpp"
+#include "vsfast/svd.hpp"
+
+namespace vsfast {
+
+#define VSFAST_INSTANTIATE(T)                                                                                      \
+  template void rsvd<T>(const T*, std::size_t, std::size_t, std::size_t, const RsvdParams&, T*, T*, T*);          \
+  template void svd<T>(const T*, std::size_t, std::size_t, std::size_t, T*, T*, T*);                              \
+  template void svdvals<T>(const T*, std::size_t, std::size_t, std::size_t, T*);                                  \
+  template void pinv<T>(const T*, std::size_t, std::size_t, std::size_t, std::optional<double>,                   \
+                        std::optional<double>, bool, T*, std::int64_t*, T*);                                      \
+  template void rank<T>(const T*, std::size_t, std::size_t, std::size_t, std::size_t, std::optional<double>,      \
+                        std::optional<double>, std::int64_t*);                                                    \
+  template void project<T>(const T*, std::size_t, std::size_t, const T*, std::size_t, T*, T*);                    \
+  template void complement<T>(const T*, std::size_t, std::size_t, std::size_t, T*);                               \
+  template class Chain<T>;                                                                                        \
+  template std::vector<std::size_t> reconstruct<T>(const Chain<T>&, const T*, std::size_t, const T*, std::size_t, \
+                                                   bool, T*);                                                     \
+  template void forward<T>(const Chain<T>&, const T*, std::size_t, T*);                                           \
+  template void solve<T>(const Chain<T>&, const T*, std::size_t, const T*, std::size_t, bool, double,             \
+                         std::size_t, T*, std::int64_t*, double*);
+VSFAST_INSTANTIATE(float)
+VSFAST_INSTANTIATE(double)
+#undef VSFAST_INSTANTIATE
+
+}  // namespace vsfast

@@ -1,0 +1,137 @@
+// The CPU core's operations, the twins of csrc/cuda/api.hpp name for name and argument for
+// argument: rsvd, svd, svdvals, pinv, project and the chain's reconstruct and forward; and the
+// CPU's own rank, complement and the chain's solve. Arrays are row-major and batched over a
+// leading axis, as on the GPU. Where the GPU takes a Call (device, stream, workspace), the CPU
+// takes nothing: it runs on vsfast's threads (parallel.hpp: num_threads, set_num_threads) and
+// keeps its scratch memory per thread.
+//
+// Every operation owns what surrounds its numerics: the loop over the batch (spread over threads
+// when whole matrices keep every thread busy, else one matrix after another, each using the
+// threads), the refusal of inputs holding NaN or inf (std::invalid_argument naming the argument:
+// Python's ValueError), and the refusal of results beyond the dtype (std::overflow_error:
+// OverflowError). A decomposition that does not converge throws LinAlgError. The caller vouches
+// for the memory: pointers to as many values as the sizes say, k in [1, min(m, n)]
+// (require_k_in_range) and a reference of 1 or `rows` rows (require_reference_rows).
+//
+// Each operation is defined at the end of its own header (rsvd.hpp, svd.hpp, pinv.hpp,
+// project.hpp, chain.hpp, newton.hpp), as each GPU twin at the end of its .cu file, and compiled
+// for float and double in api.cpp.
+#pragma once
+
+#include "activations.hpp"
+#include "common.hpp"
+#include "parallel.hpp"
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace vsfast {
+
+// Truncated SVD by randomized range finding: u (batch x m x k), s (batch x k), vh (batch x k x n).
+// One Gaussian sketch serves the whole batch, so a matrix gets the same result alone as inside
+// any batch; a matrix outside the safe range is decomposed rescaled by a power of two.
+template <class T>
+void rsvd(const T* a, std::size_t batch, std::size_t m, std::size_t n, const RsvdParams& p, T* u, T* s, T* vh);
+
+// Thin SVD: u (batch x m x q), s (batch x q), vh (batch x q x n), q = min(m, n).
+template <class T>
+void svd(const T* a, std::size_t batch, std::size_t m, std::size_t n, T* u, T* s, T* vh);
+
+// Singular values only, as svd computes them: s (batch x q), q = min(m, n).
+template <class T>
+void svdvals(const T* a, std::size_t batch, std::size_t m, std::size_t n, T* s);
+
+// Pseudoinverses (batch x n x m, or with `transposed` their transposes, batch x m x n) and ranks
+// (batch values) by the rank rule of common.hpp. vh, unless null, receives the right singular
+// vectors (batch x q x n, q = min(m, n)), whose first rank rows span each matrix's row space.
+template <class T>
+void pinv(const T* a, std::size_t batch, std::size_t m, std::size_t n, std::optional<double> rtol,
+          std::optional<double> atol, bool transposed, T* out, std::int64_t* ranks, T* vh);
+
+// The rank of each of `batch` rows of `count` singular values s (descending) of m x n matrices.
+template <class T>
+void rank(const T* s, std::size_t batch, std::size_t count, std::size_t m, std::size_t n, std::optional<double> rtol,
+          std::optional<double> atol, std::int64_t* ranks);
+
+// signal = X B^T B and residual = X - signal for X (rows x n) and orthonormal rows B (r x n).
+template <class T>
+void project(const T* x, std::size_t rows, std::size_t n, const T* basis, std::size_t r, T* signal, T* residual);
+
+// Orthonormal rows (batch x (n - r) x n) spanning the complement of each batch's r orthonormal
+// rows of length n (batch x r x n).
+template <class T>
+void complement(const T* basis, std::size_t batch, std::size_t r, std::size_t n, T* out);
+
+// One layer of a chain, h -> act(h W^T + b), holding its weight and bias.
+template <class T>
+struct Layer {
+  std::size_t m = 0, n = 0;  // W is m x n
+  std::vector<T> weight;     // row-major m x n
+  std::vector<T> bias;       // m values, or empty
+  Activation activation;
+};
+
+// Layers with their factors for going backwards, computed once (chain.hpp): per layer
+// (W^+)^T = U_r S_r^-1 V_r^T and the signal basis V_r^T from one SVD, the rank by pinv's rule.
+// Refuses layers that do not chain and weights or biases holding NaN or inf.
+template <class T>
+class Chain {
+ public:
+  Chain(std::vector<Layer<T>> layers, std::optional<double> rtol, std::optional<double> atol);
+
+  std::size_t depth() const { return layers_.size(); }
+  std::size_t input_dim() const { return layers_.front().n; }
+  std::size_t output_dim() const { return layers_.back().m; }
+  const std::vector<std::size_t>& ranks() const { return ranks_; }
+  const Layer<T>& layer(std::size_t l) const { return layers_[l]; }
+  // (W_l^+)^T, row-major m x n.
+  const std::vector<T>& pinv_t(std::size_t l) const { return pinv_t_[l]; }
+  // V_r^T of layer l (rank x n, row-major): an orthonormal basis of its signal space, as rows.
+  const std::vector<T>& signal_rows(std::size_t l) const { return signal_rows_[l]; }
+  // U_r S_r of the first layer (m x rank, row-major): W x = U_r S_r (V_r^T x), so a move of c
+  // along the signal basis moves the first layer's pre-activation by U_r S_r c.
+  const std::vector<T>& first_lift() const { return first_lift_; }
+
+ private:
+  std::vector<Layer<T>> layers_;
+  std::vector<std::vector<T>> pinv_t_;
+  std::vector<std::size_t> ranks_;
+  std::vector<std::vector<T>> signal_rows_;
+  std::vector<T> first_lift_;
+};
+
+// x (rows x n_0) from targets y (rows x m_last): backwards through every layer, invert the
+// activation (clamping targets outside its range), subtract the bias, apply (W^+)^T. A reference
+// (ref_rows rows, or null) fills the first layer's rejected space, or every layer's with
+// every_layer. Returns the per-layer clamp counts.
+template <class T>
+std::vector<std::size_t> reconstruct(const Chain<T>& chain, const T* y, std::size_t rows, const T* reference,
+                                     std::size_t ref_rows, bool every_layer, T* x);
+
+// y (rows x m_last) = the chain applied to x (rows x n_0).
+template <class T>
+void forward(const Chain<T>& chain, const T* x, std::size_t rows, T* y);
+
+// CPU only: inputs x (rows x n_0) whose outputs are y, by Gauss-Newton through the forward map
+// (newton.hpp), to a relative error of tol within max_iter steps; the steps taken and the error
+// reached per target.
+template <class T>
+void solve(const Chain<T>& chain, const T* y, std::size_t rows, const T* reference, std::size_t ref_rows,
+           bool from_reference, double tol, std::size_t max_iter, T* x, std::int64_t* steps, double* error);
+
+// How this module was built and what the CPU it runs on offers (build_info.cpp).
+struct BuildInfo {
+  std::string compiler;                             // name and version
+  std::string build_type, cxx_flags;                // CMake's build type and its compiler flags
+  std::vector<std::string> compiled_for;            // instruction-set extensions the compiler could use
+  std::vector<std::pair<std::string, bool>> cpu;    // extensions this CPU supports, detected now
+  std::string blas_config;                          // OpenBLAS's own description of its build
+  bool sanitizers = false;                          // AddressSanitizer and UBSan compiled in
+};
+BuildInfo build_info();
+
+}  // namespace vsfast

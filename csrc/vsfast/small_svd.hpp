@@ -1,0 +1,58 @@
+// The SVD of the randomized SVD's small projected matrix: tall, with k + p columns. The GPU twin
+// is csrc/cuda/small_svd.cuh.
+#pragma once
+
+#include "blas.hpp"
+#include "orthonormalize.hpp"
+#include "parallel.hpp"
+
+#include <algorithm>
+#include <cstddef>
+#include <vector>
+
+namespace vsfast {
+
+template <class T>
+struct SmallSvdWorkspace {
+  OrthWorkspace<T> orth;  // CholeskyQR2 of the tall input
+  std::vector<T> small_u;
+  std::vector<double> in64, u64, s64, vt64;
+
+  std::size_t bytes() const { return orth.bytes() + buffer_bytes(small_u, in64, u64, s64, vt64); }
+};
+
+// Thin SVD of the column-major m x n a (m >= n) computed in float64 and returned as T: s (n),
+// u (m x n, leading dimension m), vt (n x n). sgesdd's divide and conquer returns small singular
+// values with errors up to ~64 eps ||a|| (OpenBLAS 0.3.34; sgesvd and dgesdd stay near eps ||a||),
+// which would put a spurious singular value at the rounding level of float32 into rsvd's results.
+template <class T>
+void svd_in_double(const T* a, blas_int m, blas_int n, T* s, T* u, T* vt, SmallSvdWorkspace<T>& ws) {
+  const std::size_t mn = static_cast<std::size_t>(m) * n, nn = static_cast<std::size_t>(n) * n;
+  ws.in64.assign(a, a + mn);
+  ws.u64.resize(mn);
+  ws.s64.resize(static_cast<std::size_t>(n));
+  ws.vt64.resize(nn);
+  check_lapack(gesdd(m, n, ws.in64.data(), m, ws.s64.data(), ws.u64.data(), m, ws.vt64.data(), n), "gesdd");
+  std::copy(ws.u64.begin(), ws.u64.end(), u);
+  std::copy(ws.s64.begin(), ws.s64.end(), s);
+  std::copy(ws.vt64.begin(), ws.vt64.end(), vt);
+}
+
+// Thin SVD of the tall column-major m x n a (destroyed): s (n), u (m x n, leading dimension m),
+// vt (n x n). For m >= 2n, CholeskyQR2 first reduces a to its n x n triangular factor
+// R = R2 R1, whose SVD is a fraction of the work on a, and u = Q U_R; otherwise, or when
+// CholeskyQR2 cannot be trusted, the SVD of a itself.
+template <class T>
+void tall_svd(T* a, blas_int m, blas_int n, T* s, T* u, T* vt, SmallSvdWorkspace<T>& ws) {
+  if (m >= 2 * n && cholesky_qr2(a, m, n, m, ws.orth)) {
+    trsm_right_upper(m, n, ws.orth.gram.data(), n, a, m);
+    blas_trmm_left_upper(n, n, ws.orth.gram.data(), n, ws.orth.first.data(), n);
+    ws.small_u.resize(static_cast<std::size_t>(n) * n);
+    svd_in_double(ws.orth.first.data(), n, n, s, ws.small_u.data(), vt, ws);
+    gemm(false, false, m, n, n, T(1), a, m, ws.small_u.data(), n, T(0), u, m);
+    return;
+  }
+  svd_in_double(a, m, n, s, u, vt, ws);
+}
+
+}  // namespace vsfast
