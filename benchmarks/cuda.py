@@ -166,9 +166,7 @@ def main() -> None:
     add_results_options(parser)
     args = parser.parse_args()
     if not vsfast.cuda_available() or not torch.cuda.is_available():
-        from vsfast._backends import gpu as _gpu
-
-        why = _gpu.IMPORT_ERROR or (_gpu._cuda.unavailable_reason() if _gpu._cuda else "no module")
+        why = vsfast.show_config(mode="dicts")["cuda"].get("why") or "torch sees no CUDA device"
         print(f"benchmarks/cuda.py: no GPU to measure on ({why}); nothing timed.")
         return
     torch.backends.cuda.matmul.allow_tf32 = False  # the floor and the baselines in full float32

@@ -13,10 +13,8 @@ if [ -z "${VSFAST_DATA:-}" ] && [ -d ../shared/data/mnist ]; then
 fi
 .venv/bin/python - <<'PY'
 import sys, torch, vsfast
-from vsfast._backends import gpu as _gpu
 if not vsfast.cuda_available():
-    sys.exit(f"gpu-check: vsfast cannot use a GPU here: "
-             f"{_gpu.IMPORT_ERROR or (_gpu._cuda.unavailable_reason() if _gpu._cuda else 'no module')}")
+    sys.exit(f"gpu-check: vsfast cannot use a GPU here: {vsfast.show_config(mode='dicts')['cuda']['why']}")
 print(f"gpu-check: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, CUDA {torch.version.cuda}")
 PY
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null || true

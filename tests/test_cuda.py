@@ -636,3 +636,23 @@ def test_gpu_warns_nothing_on_in_range_targets(rng):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         chain.reconstruct(cuda(np.zeros((2, 8))))
+
+
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gpu_numpy_conventions(rng, dtype):
+    """The public layer's numpy conventions hold on the GPU as on the CPU: stacks of any depth,
+    svd's full_matrices and compute_uv, svdvals, integer input computed in float64."""
+    a = rng.standard_normal((2, 3, 9, 6)).astype(dtype)
+    eps = EPS[dtype]
+    values = vsfast.svd(cuda(a), compute_uv=False)
+    assert values.is_cuda and values.shape == (2, 3, 6)
+    np.testing.assert_allclose(host(values), np.linalg.svd(a.astype(np.float64), compute_uv=False),
+                               rtol=0, atol=100 * eps * np.abs(a).sum())
+    np.testing.assert_allclose(host(vsfast.svdvals(cuda(a))), host(values), rtol=0, atol=10 * eps * float(values.max()))
+    u, s, vh = vsfast.svd(cuda(a), full_matrices=True)
+    assert (u.shape, s.shape, vh.shape) == ((2, 3, 9, 9), (2, 3, 6), (2, 3, 6, 6)) and u.is_cuda
+    uh = host(u)
+    np.testing.assert_allclose(np.swapaxes(uh, -1, -2) @ uh, np.broadcast_to(np.eye(9), (2, 3, 9, 9)), atol=100 * eps)
+    counts = torch.arange(12, device="cuda").reshape(4, 3)
+    assert vsfast.svd(counts).S.dtype == torch.float64

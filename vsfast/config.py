@@ -72,9 +72,8 @@ def _cuda_state() -> dict[str, Any]:
     module = gpu.available_module()
     if module is None:
         return {"built": False, "why": gpu.IMPORT_ERROR}
-    devices = module.device_count()
-    state = {"built": True, "devices": devices, "precision": gpu.get_gpu_precision(), **module.build_info()}
-    if not devices:
+    state = {"built": True, "precision": gpu.get_gpu_precision(), **module.build_info()}
+    if not state["device_count"]:
         state["why"] = module.unavailable_reason()
     return state
 

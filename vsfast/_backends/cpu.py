@@ -97,7 +97,7 @@ def svd(a: np.ndarray):
 
 
 def svdvals(a: np.ndarray) -> np.ndarray:
-    return _core.svd(a)[1]
+    return _core.svdvals(a)
 
 
 def pinv(a: np.ndarray, rtol: float | None, atol: float | None) -> np.ndarray:
