@@ -27,7 +27,7 @@ from .linalg import (
 )
 from ._gpu import cuda_available, get_gpu_precision, set_gpu_precision
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "Chain", "Inversion", "LayerAnalysis", "Report", "analyze", "invert", "LinAlgError", "RangeWarning", "Reconstruction", "Solution", "Spaces",
