@@ -24,120 +24,14 @@ is present. VSFAST_CUDA and VSFAST_CUDA_SITE are read from ``-C cmake.define.NAM
 
 from __future__ import annotations
 
-import dataclasses
-import os
-import re
-import shutil
-import subprocess
-import sys
 from typing import Any, Mapping, Optional
 
 from scikit_build_core import build as _skbuild
 from scikit_build_core.build import *  # noqa: F403 -- every hook not redefined here
 
+from vsfast_cuda_plan import ConfigSettings, cuda_plan, log
+
 __all__ = list(_skbuild.__all__)
-
-ConfigSettings = Optional[Mapping[str, Any]]
-
-# The CUDA major versions whose cuBLAS/cuSOLVER PyPI has as cuda-toolkit extras.
-_WHEEL_MAJORS = (12, 13)
-
-
-def _setting(config_settings: ConfigSettings, name: str) -> str:
-    """A CMake variable as the build will see it: a -C cmake.define.NAME, else the environment."""
-    value = (config_settings or {}).get(f"cmake.define.{name}")
-    if isinstance(value, list):  # the same key given several times: the last one counts
-        value = value[-1] if value else None
-    if value is None:
-        value = os.environ.get(name, "")
-    return str(value).strip()
-
-
-def _cuda_mode(config_settings: ConfigSettings) -> str:
-    mode = (_setting(config_settings, "VSFAST_CUDA") or "AUTO").upper()
-    if mode not in ("AUTO", "ON", "OFF"):
-        raise SystemExit(f"vsfast: VSFAST_CUDA must be AUTO, ON or OFF, got {mode!r}")
-    return mode
-
-
-def find_nvcc(config_settings: ConfigSettings = None) -> Optional[str]:
-    """The nvcc that the build would use, or None. A named compiler that is missing is an error."""
-    for named in (_setting(config_settings, "CMAKE_CUDA_COMPILER"), os.environ.get("CUDACXX", "")):
-        if named:
-            found = shutil.which(named)
-            if found is None:
-                raise SystemExit(f"vsfast: the CUDA compiler {named!r} (CMAKE_CUDA_COMPILER or CUDACXX) "
-                                 "is not an executable")
-            return found
-    candidates = [shutil.which("nvcc")]
-    for root in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
-        if root:
-            candidates.append(os.path.join(root, "bin", "nvcc"))
-    return next((c for c in candidates if c and os.path.isfile(c) and os.access(c, os.X_OK)), None)
-
-
-def nvcc_version(nvcc: str) -> tuple[int, int]:
-    """(major, minor) of the CUDA release that nvcc belongs to, from ``nvcc --version``."""
-    try:
-        out = subprocess.run([nvcc, "--version"], capture_output=True, text=True, timeout=60,
-                             check=True).stdout
-    except (OSError, subprocess.SubprocessError) as err:
-        raise SystemExit(f"vsfast: {nvcc} --version failed: {err}") from None
-    match = re.search(r"release (\d+)\.(\d+)", out)
-    if match is None:
-        raise SystemExit(f"vsfast: no CUDA release in the output of {nvcc} --version:\n{out}")
-    return int(match[1]), int(match[2])
-
-
-@dataclasses.dataclass(frozen=True)
-class CudaPlan:
-    """What a wheel build does about vsfast._cuda."""
-
-    nvcc: Optional[str] = None  # build with this compiler; None: CMake decides (no nvcc, or OFF)
-    version: Optional[tuple[int, int]] = None
-    own_libraries: bool = False  # VSFAST_CUDA_SITE names the libraries: no wheels to add
-
-    @property
-    def wheels(self) -> bool:
-        """Whether cuBLAS/cuSOLVER come from the cuda-toolkit wheels."""
-        return (self.nvcc is not None and not self.own_libraries
-                and self.version is not None and self.version[0] in _WHEEL_MAJORS)
-
-    def build_requires(self) -> list[str]:
-        if not self.wheels:
-            return []
-        major, minor = self.version
-        return [f"cuda-toolkit[cublas,cusolver]>={major}.0,<{major}.{minor + 1}"]
-
-    def run_requires(self) -> list[str]:
-        if not self.wheels:
-            return []
-        return [f"cuda-toolkit[cublas,cusolver]=={self.version[0]}.*; sys_platform == 'linux'"]
-
-    def cmake_defines(self) -> dict[str, str]:
-        if self.nvcc is None:
-            return {}
-        return {"cmake.define.VSFAST_CUDA": "ON", "cmake.define.CMAKE_CUDA_COMPILER": self.nvcc}
-
-
-def cuda_plan(config_settings: ConfigSettings = None) -> CudaPlan:
-    if _cuda_mode(config_settings) == "OFF":
-        return CudaPlan()
-    nvcc = find_nvcc(config_settings)
-    if nvcc is None:
-        return CudaPlan()
-    return CudaPlan(nvcc=nvcc, version=nvcc_version(nvcc),
-                    own_libraries=bool(_setting(config_settings, "VSFAST_CUDA_SITE")))
-
-
-def _log(plan: CudaPlan) -> None:
-    if plan.nvcc is None:
-        return
-    major, minor = plan.version
-    source = ", ".join(plan.build_requires()) or "VSFAST_CUDA_SITE or the CUDA toolkit"
-    print(f"vsfast: building vsfast._cuda with nvcc {major}.{minor} ({plan.nvcc}), cuBLAS/cuSOLVER "
-          f"from {source}", file=sys.stderr)
-
 
 # The config settings of the hook in progress, for CudaRuntime: scikit-build-core calls the metadata
 # provider from inside the hook, in this process, with the project's settings only.
@@ -149,7 +43,7 @@ def _with_plan(config_settings: ConfigSettings) -> dict[str, Any]:
     global _hook_settings
     _hook_settings = config_settings
     plan = cuda_plan(config_settings)
-    _log(plan)
+    log(plan)
     return {**plan.cmake_defines(), **(config_settings or {})}
 
 

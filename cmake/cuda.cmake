@@ -147,7 +147,8 @@ string(CONCAT _vsfast_libs_how
   "VSFAST_CUDA_SITE set to a site-packages holding those nvidia wheels (torch's)")
 foreach(_what CUBLAS_INCLUDE_DIR CUSOLVER_INCLUDE_DIR CUBLAS_LIBRARY CUSOLVER_LIBRARY)
   if(NOT VSFAST_${_what})
-    vsfast_cuda_unavailable("${_what} was not found (searched ${_vsfast_cuda_roots})" "${_vsfast_libs_how}")
+    set(_searched "the nvidia wheels in '${_vsfast_nvidia_dirs}', then ${_vsfast_cuda_roots}")
+    vsfast_cuda_unavailable("${_what} was not found (searched ${_searched})" "${_vsfast_libs_how}")
   endif()
 endforeach()
 message(STATUS "vsfast: CUDA module for ${CMAKE_CUDA_ARCHITECTURES} with ${VSFAST_CUBLAS_LIBRARY} and "
