@@ -13,9 +13,9 @@ wraps ``scikit_build_core.build``:
   VSFAST_CUDA=ON, so a CUDA module that fails to build fails the build instead of leaving a
   CPU-only wheel. VSFAST_CUDA_SITE (a site-packages holding the libraries) replaces that
   requirement.
-- As a ``[[tool.dynamic-metadata]]`` provider (:class:`CudaRuntime`), it adds the same libraries,
-  any release of that CUDA major version, to the dependencies of a wheel that links them: the
-  module finds them in site-packages at run time.
+- As a ``[[tool.dynamic-metadata]]`` provider (:class:`CudaRuntime`), it adds the wheels that hold
+  those libraries (nvidia-cublas and nvidia-cusolver of that CUDA major version) to the
+  dependencies of a wheel that links them: the module finds them in site-packages at run time.
 
 Without nvcc, CMake decides: a CPU-only build with a status line, or an error where an NVIDIA GPU
 is present. VSFAST_CUDA and VSFAST_CUDA_SITE are read from ``-C cmake.define.NAME=VALUE`` (pip's

@@ -16,9 +16,16 @@ from typing import Any, Mapping, Optional
 
 ConfigSettings = Optional[Mapping[str, Any]]
 
-# The CUDA major versions whose cuBLAS/cuSOLVER PyPI has as cuda-toolkit extras, and whose wheels'
-# layout and library names cmake/cuda.cmake knows.
-WHEEL_MAJORS = (12, 13)
+# Per CUDA major version whose cuBLAS/cuSOLVER PyPI has (as cuda-toolkit extras, for the build) and
+# whose wheels' layout and library names cmake/cuda.cmake knows: the wheels that hold the libraries
+# vsfast._cuda loads, libcublas.so.N and libcusolver.so.M, any release with those sonames. Run-time
+# requirements name these wheels rather than cuda-toolkit: torch pins an exact cuda-toolkit, and a
+# range over cuda-toolkit beside it made pip backtrack torch to a build without CUDA, while ranges
+# over these wheels resolve to the releases torch's pin chose (pip 23.2 and 26.3, torch 2.14).
+RUNTIME_WHEELS = {
+    12: ("nvidia-cublas-cu12>=12,<13", "nvidia-cusolver-cu12>=11,<12"),
+    13: ("nvidia-cublas>=13,<14", "nvidia-cusolver>=12,<13"),
+}
 # Where a CUDA toolkit lives when neither PATH nor CUDA_HOME/CUDA_PATH says.
 DEFAULT_CUDA_ROOT = "/usr/local/cuda"
 
@@ -81,7 +88,7 @@ class CudaPlan:
     def wheels(self) -> bool:
         """Whether cuBLAS/cuSOLVER come from the cuda-toolkit wheels."""
         return (self.nvcc is not None and not self.own_libraries
-                and self.version is not None and self.version[0] in WHEEL_MAJORS)
+                and self.version is not None and self.version[0] in RUNTIME_WHEELS)
 
     def build_requires(self) -> list[str]:
         if not self.wheels:
@@ -92,7 +99,7 @@ class CudaPlan:
     def run_requires(self) -> list[str]:
         if not self.wheels:
             return []
-        return [f"cuda-toolkit[cublas,cusolver]=={self.version[0]}.*; sys_platform == 'linux'"]
+        return [f"{wheel}; sys_platform == 'linux'" for wheel in RUNTIME_WHEELS[self.version[0]]]
 
     def cmake_defines(self) -> dict[str, str]:
         if self.nvcc is None:

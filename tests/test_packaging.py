@@ -75,11 +75,25 @@ def test_build_takes_the_libraries_of_nvccs_release(cuda_env, monkeypatch, major
     assert build.specifier.contains(f"{major}.0.0") and build.specifier.contains(f"{major}.{minor}.9")
     assert not build.specifier.contains(f"{major}.{minor + 1}.0")
     assert not build.specifier.contains(f"{major - 1}.9.0")
-    # At run time, any release of that major version.
-    (run,) = map(Requirement, p.run_requires())
-    assert run.name == "cuda-toolkit" and run.extras == {"cublas", "cusolver"}
-    assert run.specifier.contains(f"{major}.{minor + 3}.0") and not run.specifier.contains(f"{major + 1}.0.0")
-    assert run.marker.evaluate({"sys_platform": "linux"}) and not run.marker.evaluate({"sys_platform": "win32"})
+    # At run time, the wheels that hold the libraries the module links: any release with their sonames
+    # (libcublas.so.12/13, libcusolver.so.11/12), so that torch's exact pins satisfy them.
+    cublas, cusolver = map(Requirement, p.run_requires())
+    suffix = "-cu12" if major == 12 else ""
+    assert (cublas.name, cusolver.name) == (f"nvidia-cublas{suffix}", f"nvidia-cusolver{suffix}")
+    for req, lib_major in ((cublas, major), (cusolver, major - 1)):  # the wheels follow the sonames
+        assert req.specifier.contains(f"{lib_major}.0.0.1") and req.specifier.contains(f"{lib_major}.99.1")
+        assert not req.specifier.contains(f"{lib_major + 1}.0.0") and not req.specifier.contains(f"{lib_major - 1}.9.9")
+        assert req.marker.evaluate({"sys_platform": "linux"}) and not req.marker.evaluate({"sys_platform": "win32"})
+
+
+def test_the_cuda_extra_names_the_cuda_13_wheels():
+    extra = {"extra": "cuda", "sys_platform": "linux"}
+    declared = [Requirement(r) for r in importlib.metadata.requires("vsfast")]
+    cuda = sorted(str(r.name) + str(r.specifier) for r in declared if r.marker and r.marker.evaluate(extra)
+                  and not r.marker.evaluate({**extra, "extra": "none"}))
+    planned = sorted(str(r.name) + str(r.specifier) for r in map(Requirement, plan.CudaPlan(
+        nvcc="nvcc", version=(13, 0)).run_requires()))
+    assert cuda == planned
 
 
 def test_where_nvcc_is_looked_for(cuda_env, monkeypatch):
