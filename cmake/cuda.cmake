@@ -82,8 +82,7 @@ set(CMAKE_CUDA_STANDARD_REQUIRED ON)
 # newest, which the driver compiles for later GPUs (Blackwell and on) when the module loads.
 #   70 V100 | 75 T4, RTX 20 | 80 A100, A30 | 86 A10, A40, RTX 30 | 89 L4, L40, RTX 40 | 90 H100, H200
 # CUDA 13 dropped Volta (nvcc --list-gpu-code starts at sm_75); sm_89 and sm_90 came with 11.8.
-# Each architecture adds its share to the build time of the .cu files (about 2/3 of a minute for
-# these six on 2 cores).
+# Each architecture adds its share to the compile time of the .cu files.
 if(NOT _vsfast_cuda_archs_given)
   set(_archs 70 75 80 86 89 90)
   if(CMAKE_CUDA_COMPILER_VERSION VERSION_GREATER_EQUAL 13.0)
