@@ -11,7 +11,7 @@ export VSFAST_CUDA
 [ -x .venv-sanitize/bin/python ] || "$PYTHON" -m venv .venv-sanitize
 .venv-sanitize/bin/python -m pip install --quiet --upgrade pip
 .venv-sanitize/bin/python -m pip install --quiet -C cmake.define.VSFAST_SANITIZE=ON \
-    -C build-dir=build/sanitize -e '.[all]'
+    -C cmake.define.VSFAST_WERROR="${VSFAST_WERROR:-OFF}" -C build-dir=build/sanitize -e '.[all]'
 if [ -z "${VSFAST_DATA:-}" ] && [ -d ../shared/data/mnist ]; then
     VSFAST_DATA=$(cd ../shared/data/mnist && pwd)
     export VSFAST_DATA
