@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import importlib
 import pathlib
+import re
 
 import numpy as np
 import pytest
@@ -184,7 +185,8 @@ def test_cuda_build_info():
                          "cublas_built", "cublas", "cusolver_built", "cusolver", "device_count"}
     for key in ("cuda_runtime_built", "cuda_runtime", "nvcc", "cublas_built", "cusolver_built"):
         assert info[key][0].isdigit(), (key, info[key])
-    assert info["architectures"].split() and all(a.isdigit() for a in info["architectures"].split())
+    # CMake's list: "80 90", or with the kind of code, "75-real ... 90-real 90-virtual" (PTX).
+    assert re.fullmatch(r"\d+(-(real|virtual))?( \d+(-(real|virtual))?)*", info["architectures"]), info["architectures"]
     # The runtime is linked statically: the one running is the one built with.
     assert info["cuda_runtime"] == info["cuda_runtime_built"]
     assert info["device_count"] == cuda.device_count()
