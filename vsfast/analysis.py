@@ -36,9 +36,10 @@ import numpy as np
 
 from . import checkpoint as ckpt
 from ._arrays import check_int, is_tensor, values
-from .linalg import Spaces, _choose_method, project, rsvd, spaces, svdvals
+from .config import get_num_threads
+from .linalg import Spaces, _choose_method, rsvd, spaces, svdvals
 from .metrics import SpectralMetrics, frobenius_norm, spectral_metrics
-from .nn import CONV_VIEWS, PARAMS, WeightView, conv_matrix, model_failures, weight_views
+from .nn import CONV_VIEWS, PARAMS, WeightView, weight_views
 
 __all__ = ["DEFAULT_K", "FULL_SPECTRUM_SIDE", "LayerAnalysis", "LayerInputs", "Report", "analyze", "analyze_tensor",
            "layer_matrix", "matrix_views"]
@@ -565,15 +566,20 @@ def _frobenius(a) -> float:
 
 
 def _stack(arrays: list):
-    if is_tensor(arrays[0]):
+    """The matrices as one batch: a GPU tensor's on its device, the others as numpy."""
+    if is_tensor(arrays[0]) and arrays[0].device.type != "cpu":
         import torch
 
         return torch.stack(arrays)
-    return np.stack(arrays)
+    return np.stack([a.detach().numpy() if is_tensor(a) else a for a in arrays])
 
 
-def _groups(items: list[_Item]) -> Iterator[list[_Item]]:
-    """Items in batches for one call each: equal shapes, small matrices, at most _BATCH_BYTES."""
+def _groups(items: list[_Item], method, k) -> Iterator[tuple[list[_Item], bool]]:
+    """Items in batches for one call each (equal shapes, small matrices, at most _BATCH_BYTES),
+    and whether the call keeps every thread busy by itself. The randomized SVD's products and a
+    batch of the thread count's multiple do; an exact SVD of one matrix runs on one thread (LAPACK
+    without threads), so the rest of a batch goes one matrix a call, several calls at a time."""
+    threads = get_num_threads()
     by_shape: dict[tuple, list[_Item]] = defaultdict(list)
     for index, item in enumerate(items):
         m, n = item.shape
@@ -581,22 +587,42 @@ def _groups(items: list[_Item]) -> Iterator[list[_Item]]:
         # float64 weights compute in float64, the others in float32 (without dtype): keys apart
         by_shape[(item.shape, item.dtype == "float64", item.device) if small else (index,)].append(item)
     for members in by_shape.values():
-        per_batch = max(1, _BATCH_BYTES // (4 * members[0].shape[0] * members[0].shape[1]))
-        for start in range(0, len(members), per_batch):
-            yield members[start:start + per_batch]
+        m, n = members[0].shape
+        if members[0].blocks > 1 or _spectrum(k, method, m, n)[1] == "randomized":
+            yield members, True
+            continue
+        whole = len(members) // threads * threads
+        per_batch = max(threads, _BATCH_BYTES // (4 * m * n) // threads * threads)
+        for start in range(0, whole, per_batch):
+            yield members[start:min(start + per_batch, whole)], True
+        for item in members[whole:]:
+            yield [item], False
 
 
 def _analyzed(items: list[_Item], method, k, dtype, bases: bool, progress: bool) -> Iterator[LayerAnalysis]:
-    """The analysis of every item, in the items' order, computed in batches of equal shapes;
-    with ``bases`` the spaces of every matrix too (else a module's wait for first use)."""
+    """The analysis of every item, in the items' order; with ``bases`` the spaces of every
+    matrix too (else a module's wait for first use). Calls that keep every thread busy run one
+    after the other, the others side by side, as many at a time as vsfast has threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
     done: dict[int, LayerAnalysis] = {}
     order = {id(item): i for i, item in enumerate(items)}
     bar = _progress(len(items), progress)
+
+    def run(batch: list[_Item]) -> None:
+        for item, layer in zip(batch, _decompose(batch, method, k, dtype, bases)):
+            done[order[id(item)]] = layer
+
+    calls = list(_groups(items, method, k))
     try:
-        for batch in _groups(items):
-            for item, layer in zip(batch, _decompose(batch, method, k, dtype, bases)):
-                done[order[id(item)]] = layer
-            bar.update(len(batch))
+        for batch, busy in calls:
+            if busy:
+                run(batch)
+                bar.update(len(batch))
+        with ThreadPoolExecutor(max_workers=get_num_threads()) as pool:
+            for future in [pool.submit(run, batch) for batch, busy in calls if not busy]:
+                future.result()
+                bar.update(1)
     finally:
         bar.close()
     return (done[i] for i in range(len(items)))

@@ -90,7 +90,8 @@ def frobenius_norm(a) -> float:
     total = 0.0
     for start in range(0, flat.size, _NORM_CHUNK):
         chunk = flat[start:start + _NORM_CHUNK].astype(np.float64)
-        total += float(np.dot(chunk, chunk))
+        # numpy's pairwise sum, not a BLAS dot: no BLAS threads to wake beside vsfast's
+        total += float(np.sum(np.square(chunk, out=chunk)))
     return math.sqrt(total)
 
 
