@@ -26,11 +26,12 @@ import logging
 import math
 import os
 import re
+import sys
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 
@@ -41,8 +42,8 @@ from .linalg import Spaces, _choose_method, rsvd, spaces, svdvals
 from .metrics import SpectralMetrics, frobenius_norm, spectral_metrics
 from .nn import CONV_VIEWS, PARAMS, WeightView, weight_views
 
-__all__ = ["DEFAULT_K", "FULL_SPECTRUM_SIDE", "LayerAnalysis", "LayerInputs", "Report", "analyze", "analyze_tensor",
-           "layer_matrix", "matrix_views"]
+__all__ = ["DEFAULT_K", "FULL_SPECTRUM_SIDE", "LayerAnalysis", "LayerInputs", "MatrixView", "Report", "analyze",
+           "analyze_tensor", "layer_matrix", "matrix_views"]
 
 log = logging.getLogger(__name__)
 
@@ -255,11 +256,20 @@ def jsonable(value):
 # ----------------------------------------------------------------------------- tensors as matrices
 
 
-def matrix_views(name: str, shape: tuple[int, ...], conv_view: str = "patch"
-                 ) -> list[tuple[str, str, str, Callable[[Any], Any]]] | str:
+class MatrixView(NamedTuple):
+    """One matrix a tensor holds: its name, kind, view, shape, and how to take it from the
+    tensor (numpy array or torch tensor of the tensor's shape; a view where the layout allows)."""
+
+    name: str
+    kind: str
+    view: str
+    shape: tuple[int, int]
+    take: Callable[[Any], Any]
+
+
+def matrix_views(name: str, shape: tuple[int, ...], conv_view: str = "patch") -> list[MatrixView] | str:
     """How a checkpoint tensor (or, with ``params="all"``, a module's other parameter) is
-    analysed: a list of (matrix name, kind, view, function from the tensor to the matrix), or
-    the reason it is not a matrix.
+    analysed: the :class:`MatrixView` list of the matrices it holds, or the reason it holds none.
 
     The rules, by shape and name:
 
@@ -288,18 +298,21 @@ def matrix_views(name: str, shape: tuple[int, ...], conv_view: str = "patch"
     m, n = dims[-2:]
     if len(dims) == 2:
         if name.endswith("in_proj_weight") and m == 3 * n:
-            return [(f"{name}[{p}]", "attention", "dense", lambda t, i=i: t.reshape(m, n)[i * n:(i + 1) * n])
-                    for i, p in enumerate("qkv")]
-        return [(name, "matrix", "dense", lambda t: t.reshape(m, n))]
+            return [MatrixView(f"{name}[{p}]", "attention", "dense", (n, n),
+                               lambda t, i=i: t.reshape(m, n)[i * n:(i + 1) * n]) for i, p in enumerate("qkv")]
+        return [MatrixView(name, "matrix", "dense", (m, n), lambda t: t.reshape(m, n))]
     kernel = dims[2:]
     if len(dims) <= 5 and max(kernel) <= MAX_KERNEL and "experts" not in name.split("."):
         size = math.prod(kernel)
         kind = f"conv{len(kernel)}d"
         if conv_view == "kernel":
-            return [(name, kind, "kernel", lambda t: t.reshape(-1, size))]
-        return [(name, kind, "patch", lambda t: t.reshape(dims[0], -1))]
+            rows = math.prod(dims) // size
+            return [MatrixView(name, kind, "kernel", (rows, size), lambda t: t.reshape(rows, size))]
+        columns = math.prod(dims[1:])
+        return [MatrixView(name, kind, "patch", (dims[0], columns), lambda t: t.reshape(dims[0], columns))]
     count = math.prod(dims[:-2])
-    return [(f"{name}[{i}]", "stacked", "dense", lambda t, i=i: t.reshape(count, m, n)[i]) for i in range(count)]
+    return [MatrixView(f"{name}[{i}]", "stacked", "dense", (m, n), lambda t, i=i: t.reshape(count, m, n)[i])
+            for i in range(count)]
 
 
 def layer_matrix(module, name: str = "", conv_view: str = "patch"):
@@ -428,9 +441,7 @@ def analyze(model: Any, inputs: Any = None, *, method: str = "auto", k: int | st
 
 
 def is_tensor_module(model: Any) -> bool:
-    """Whether model is a torch.nn.Module (without importing torch for anything else)."""
-    import sys
-
+    """Whether model is a torch.nn.Module (without importing torch: without it, none can exist)."""
     torch = sys.modules.get("torch")
     return torch is not None and isinstance(model, torch.nn.Module)
 
@@ -471,11 +482,10 @@ def _checkpoint_items(reader: ckpt.Checkpoint, infos, conv_view: str, device) ->
         if info.dtype not in ckpt.FLOAT_DTYPES:
             skipped.append((info.name, f"dtype {info.dtype}, not a floating-point weight"))
             continue
-        for entry, kind, view, to_matrix in rule:
-            shape = tuple(int(d) for d in to_matrix(np.empty(info.shape, np.uint8)).shape)
-            get = (lambda info=info, to_matrix=to_matrix: _on_device(to_matrix(reader.read(info)), device))
-            items.append(_Item(entry, kind, view, info.shape, shape, 1, info.dtype, str(device or "cpu"), get,
-                               lambda info=info: reader.release(info)))
+        for mv in rule:
+            get = (lambda info=info, take=mv.take: _on_device(take(reader.read(info)), device))
+            items.append(_Item(mv.name, mv.kind, mv.view, info.shape, mv.shape, 1, info.dtype, str(device or "cpu"),
+                               get, lambda info=info: reader.release(info)))
     return items, skipped
 
 
@@ -510,7 +520,9 @@ def analyze_tensor(path: str | os.PathLike, name: str, *, method: str = "auto", 
     each a :class:`LayerAnalysis` with its spectrum and metrics, exactly as :func:`analyze`
     computes them for the whole checkpoint (same options). Made for one task of a distributed
     analysis: it takes a path and a name, reads that tensor only, and returns small results
-    (no bases). ValueError when the tensor is not a matrix (the reason is in the message)."""
+    (no bases). ``path`` may be the checkpoint or the file that holds the tensor
+    (``TensorInfo.file`` from :func:`vsfast.checkpoint.list_tensors`): then only that file's
+    header is read. ValueError when the tensor is not a matrix (the reason is in the message)."""
     _check_options(method, k, conv_view, "weights", dtype, 1, 0)
     with ckpt.Checkpoint(path) as reader:
         info = reader.info(name)
@@ -526,7 +538,8 @@ def analyze_tensor(path: str | os.PathLike, name: str, *, method: str = "auto", 
 def _spectrum(k, method: str, m: int, n: int) -> tuple[int | None, str]:
     """(top-k or None for all, "exact" or "randomized") for an m x n matrix (see analyze's k)."""
     q = min(m, n)
-    if k == "all" or (k is None and (method == "exact" or (q <= FULL_SPECTRUM_SIDE and m * n <= FULL_SPECTRUM_ELEMENTS))):
+    small = q <= FULL_SPECTRUM_SIDE and m * n <= FULL_SPECTRUM_ELEMENTS
+    if k == "all" or (k is None and (method == "exact" or small)):
         return None, "exact"
     layer_k = min(DEFAULT_K if k is None else int(k), q)
     return layer_k, _choose_method(method, layer_k, m, n)
@@ -565,9 +578,10 @@ def _frobenius(a) -> float:
     return frobenius_norm(a.detach().numpy() if is_tensor(a) else a)
 
 
-def _stack(arrays: list):
-    """The matrices as one batch: a GPU tensor's on its device, the others as numpy."""
-    if is_tensor(arrays[0]) and arrays[0].device.type != "cpu":
+def _stack(arrays: list, *, keep_kind: bool = False):
+    """The matrices as one batch: GPU tensors on their device, tensors as tensors where the
+    results must keep their kind (bases), else numpy (torch's copy would wake its threads)."""
+    if is_tensor(arrays[0]) and (keep_kind or arrays[0].device.type != "cpu"):
         import torch
 
         return torch.stack(arrays)
@@ -588,7 +602,8 @@ def _groups(items: list[_Item], method, k) -> Iterator[tuple[list[_Item], bool]]
         by_shape[(item.shape, item.dtype == "float64", item.device) if small else (index,)].append(item)
     for members in by_shape.values():
         m, n = members[0].shape
-        if members[0].blocks > 1 or _spectrum(k, method, m, n)[1] == "randomized":
+        # A GPU parallelises each call itself; its calls go one after the other.
+        if members[0].blocks > 1 or members[0].device != "cpu" or _spectrum(k, method, m, n)[1] == "randomized":
             yield members, True
             continue
         whole = len(members) // threads * threads
@@ -639,7 +654,7 @@ def _decompose(batch: list[_Item], method, k, dtype, bases: bool) -> list[LayerA
     norms = [_frobenius(a) for a in matrices]
     makers = [_spaces_maker(item, layer_k, chosen, dtype) for item in batch]
     if bases:
-        found = spaces(_stack(matrices), k=layer_k, method=chosen) if len(batch) > 1 else [makers[0]()]
+        found = spaces(_stack(matrices, keep_kind=True), k=layer_k, method=chosen) if len(batch) > 1 else [makers[0]()]
         spectra = [_host(sp.singular_values) for sp in found]
     else:
         found = [None] * len(batch)

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["WeightView", "activation_spec", "chain_layers", "conv_matrix", "load_model", "load_weights", "model_failures",
-           "weight_views"]
+__all__ = ["WeightView", "activation_spec", "chain_layers", "conv_matrix", "load_model", "load_weights",
+           "model_failures", "weight_views"]
 
 CONV_VIEWS = ("patch", "kernel")
 PARAMS = ("weights", "all")
@@ -249,8 +249,8 @@ def weight_views(model: Any, *, params: str = "weights", conv_view: str = "patch
                     reason = rule
                 else:
                     seen[id(param)] = full
-                    views += [WeightView(entry, kind, view, tuple(param.shape), to_matrix(param.detach()))
-                              for entry, kind, view, to_matrix in rule]
+                    views += [WeightView(mv.name, mv.kind, mv.view, tuple(param.shape), mv.take(param.detach()))
+                              for mv in rule]
             if reason is not None:
                 skipped.append((full, reason))
     return views, skipped
