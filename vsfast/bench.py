@@ -138,8 +138,7 @@ def _spectral_error(a: np.ndarray, u, s, vh, iters: int = 20) -> float:
     return residual / whole if whole else 0.0
 
 
-def run(targets: list[str], *, k: int = 64, rounds: int = 3, exact: str = "auto", max_shapes: int = 6,
-        progress: bool = False) -> list[dict]:
+def run(targets: list[str], *, k: int = 64, rounds: int = 3, exact: str = "auto", max_shapes: int = 6) -> list[dict]:
     """Time every workload (see :func:`workloads`); one dict of results per workload."""
     try:
         import torch
