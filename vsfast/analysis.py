@@ -380,7 +380,7 @@ def _check_options(method, k, conv_view, params, dtype, batch_size, keep_inputs)
 
 def analyze(model: Any, inputs: Any = None, *, method: str = "auto", k: int | str | None = None,
             conv_view: str = "patch", params: str = "weights", dtype: Any = None, batch_size: int = 64,
-            keep_inputs: int = 100, device: Any = None, progress: bool = False) -> Report:
+            keep_inputs: int = 100, bases: bool = False, device: Any = None, progress: bool = False) -> Report:
     """Every weight matrix of a torch model or a checkpoint: spectrum, metrics, spaces, and,
     given ``inputs``, the signal and residual parts of what reaches each matrix.
 
@@ -410,6 +410,9 @@ def analyze(model: Any, inputs: Any = None, *, method: str = "auto", k: int | st
         :func:`matrix_views`). A checkpoint's tensors always follow :func:`matrix_views`.
     dtype : compute in float32 or float64 (default: float64 weights in float64, the others in
         float32).
+    bases : for a module, compute every matrix's :class:`vsfast.Spaces` with the analysis, in
+        batches of equal shapes, rather than each on its first use (``layer.spaces``); implied by
+        ``inputs``. A checkpoint's analysis keeps no bases.
     device : for a checkpoint, where to compute: None or ``"cpu"``, or a torch CUDA device
         (each tensor is copied there in turn; needs torch and vsfast's CUDA module).
     progress : show a progress bar over the matrices (needs tqdm).
@@ -427,9 +430,12 @@ def analyze(model: Any, inputs: Any = None, *, method: str = "auto", k: int | st
     missing (a module, a torch file, a CUDA device), with the line that installs it.
     """
     _check_options(method, k, conv_view, params, dtype, batch_size, keep_inputs)
+    if not isinstance(bases, bool):
+        raise TypeError(f"bases: expected True or False, got {bases!r}")
     if isinstance(model, (str, os.PathLike)):
-        if inputs is not None:
-            raise ValueError("inputs: a checkpoint holds weights only; load it into its model to split inputs")
+        if inputs is not None or bases:
+            raise ValueError(f"{'inputs' if inputs is not None else 'bases'}: a checkpoint holds weights only; "
+                             "load it into its model for inputs and bases")
         return _analyze_checkpoint(Path(model), method=method, k=k, conv_view=conv_view, dtype=dtype,
                                    device=device, progress=progress)
     if not is_tensor_module(model):
@@ -437,7 +443,8 @@ def analyze(model: Any, inputs: Any = None, *, method: str = "auto", k: int | st
     if device is not None:
         raise ValueError("device: a module is analysed where its parameters are; move it with model.to(device)")
     return _analyze_module(model, inputs, method=method, k=k, conv_view=conv_view, params=params, dtype=dtype,
-                           batch_size=batch_size, keep_inputs=keep_inputs, progress=progress)
+                           batch_size=batch_size, keep_inputs=keep_inputs, bases=bases or inputs is not None,
+                           progress=progress)
 
 
 def is_tensor_module(model: Any) -> bool:
@@ -446,7 +453,7 @@ def is_tensor_module(model: Any) -> bool:
     return torch is not None and isinstance(model, torch.nn.Module)
 
 
-def _analyze_module(model, inputs, *, method, k, conv_view, params, dtype, batch_size, keep_inputs,
+def _analyze_module(model, inputs, *, method, k, conv_view, params, dtype, batch_size, keep_inputs, bases,
                     progress) -> Report:
     views, skipped = weight_views(model, params=params, conv_view=conv_view,
                                   tensor_rule=lambda name, shape: matrix_views(name, shape, conv_view))
@@ -455,8 +462,7 @@ def _analyze_module(model, inputs, *, method, k, conv_view, params, dtype, batch
                          + ("" if params == "all" else " (params='all' reads every parameter of 2+ dimensions)"))
     items = [_Item(v.name, v.kind, v.view, v.weight_shape, v.shape, v.blocks, _dtype_name(v.matrix),
                    str(v.matrix.device), lambda v=v: v.matrix, source=v) for v in views]
-    # Splitting inputs needs every matrix's bases now; otherwise they wait for their first use.
-    layers = list(_analyzed(items, method, k, dtype, inputs is not None, progress))
+    layers = list(_analyzed(items, method, k, dtype, bases, progress))
     if inputs is not None:
         from ._inputs import split_inputs
 
