@@ -95,16 +95,17 @@ def spectral_error(x: da.Array, gram: np.ndarray, u: da.Array, s: np.ndarray, vh
 
 # --- the methods --------------------------------------------------------------------------------
 
-def run_vsfast(x: da.Array, k: int, power_iters: int = POWER_ITERS):
-    u, s, vh = vd.rsvd(x, k, oversample=OVERSAMPLE, power_iters=power_iters, seed=0)
+def run_vsfast(x: da.Array, k: int, seed: int, power_iters: int = POWER_ITERS):
+    u, s, vh = vd.rsvd(x, k, oversample=OVERSAMPLE, power_iters=power_iters, seed=seed)
     wait(u)
     return u, s, vh
 
 
-def run_dask(x: da.Array, k: int, iterator: str = "power"):
-    u, s, vh = da.linalg.svd_compressed(x, k, n_power_iter=POWER_ITERS, n_oversamples=OVERSAMPLE, seed=0,
-                                        iterator=iterator)
-    u = u.persist()
+def run_dask(x: da.Array, k: int, seed: int, iterator: str = "power"):
+    """U persisted on the workers, S and Vh brought back, as vsfast's call leaves them. One
+    persist for all three: computing them apart gives Dask one key two different graphs."""
+    u, s, vh = dask.persist(*da.linalg.svd_compressed(x, k, n_power_iter=POWER_ITERS, n_oversamples=OVERSAMPLE,
+                                                      seed=seed, iterator=iterator))
     s, vh = dask.compute(s, vh)
     wait(u)
     return u, s, vh
@@ -177,23 +178,27 @@ def main() -> None:
         reference_s = np.sqrt(np.maximum(np.linalg.eigvalsh(gram)[::-1], 0))
         reference_time = time.perf_counter() - t
 
+        # Each call gets its own seed: Dask's keys then differ from call to call.
         methods = {
-            f"vsfast.distributed.rsvd, q={POWER_ITERS}": lambda: run_vsfast(x, args.k),
-            f"dask svd_compressed, q={POWER_ITERS} (iterator='power', its default)": lambda: run_dask(x, args.k),
-            f"dask svd_compressed, q={POWER_ITERS} (iterator='QR')": lambda: run_dask(x, args.k, "QR"),
-            f"GEMM floor: {2 * POWER_ITERS + 2} numpy passes": lambda: run_floor(x, args.k),
+            f"vsfast.distributed.rsvd, q={POWER_ITERS}": lambda seed: run_vsfast(x, args.k, seed),
+            f"dask svd_compressed, q={POWER_ITERS} (iterator='power', its default)": lambda seed: run_dask(x, args.k,
+                                                                                                         seed),
+            f"dask svd_compressed, q={POWER_ITERS} (iterator='QR')": lambda seed: run_dask(x, args.k, seed, "QR"),
+            f"vsfast.distributed.rsvd, q=1": lambda seed: run_vsfast(x, args.k, seed, power_iters=1),
+            f"GEMM floor: {2 * POWER_ITERS + 2} numpy passes": lambda seed: run_floor(x, args.k),
         }
-        results = {name: fn() for name, fn in methods.items()}  # warm-up, and the results whose error counts
+        results = {name: fn(0) for name, fn in methods.items()}  # warm-up, and the results whose error counts
+        errors = {name: spectral_error(x, gram, *r) for name, r in results.items() if r is not None}
+        del results
         times = {name: [] for name in methods}
         transfers, busy = {}, {name: [] for name in methods}
-        for _ in range(args.rounds):  # interleaved, so that the machine's load weighs on all alike
+        for rnd in range(args.rounds):  # interleaved, so that the machine's load weighs on all alike
             for name, fn in methods.items():
                 time.sleep(0.3)
-                wall, moved, b = measure_call(client, fn)
+                wall, moved, b = measure_call(client, lambda: fn(rnd + 1))
                 times[name].append(wall)
                 busy[name].append(b)
                 transfers[name] = moved
-        errors = {name: spectral_error(x, gram, *r) for name, r in results.items() if r is not None}
 
     median = {name: float(np.median(t)) for name, t in times.items()}
     ours = median[next(iter(methods))]
