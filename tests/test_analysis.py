@@ -163,17 +163,24 @@ def test_float32_weights_within_float32_accuracy():
     assert vsfast.analyze(layer, dtype=np.float64)[0].spaces.dtype == np.float64
 
 
-def test_grouped_convolution_needs_the_kernel_view():
-    conv = nn.Conv2d(4, 8, 3, groups=2)
-    with pytest.raises(ValueError, match="grouped convolution.*conv_view='kernel'"):
-        vsfast.analyze(conv)
+def test_grouped_convolution_is_block_diagonal_in_the_patch_view():
+    torch.manual_seed(7)
+    conv = nn.Conv2d(4, 8, 3, groups=2).double()
+    w = conv.weight.detach().numpy()
+    blocks = [w[:4].reshape(4, -1), w[4:].reshape(4, -1)]
+    whole = np.zeros((8, 36))
+    whole[:4, :18], whole[4:, 18:] = blocks
+    layer = vsfast.analyze(conv)[0]
+    assert layer.shape == (8, 36) and layer.kind == "conv2d"
+    np.testing.assert_allclose(layer.singular_values, np.linalg.svd(whole, compute_uv=False), rtol=1e-12)
+    np.testing.assert_allclose(projector(layer.spaces.signal_rows), reference_spaces(whole)[2], atol=1e-10)
     assert vsfast.analyze(conv, conv_view="kernel")[0].shape == (16, 9)
 
 
 def test_bad_arguments():
     with pytest.raises(TypeError, match="torch.nn.Module"):
         vsfast.analyze(np.eye(3))
-    with pytest.raises(ValueError, match="no Linear or Conv2d"):
+    with pytest.raises(ValueError, match="no weight matrix"):
         vsfast.analyze(nn.Sequential(nn.ReLU()))
     with pytest.raises(ValueError, match="conv_view"):
         vsfast.analyze(nn.Linear(3, 2), conv_view="pixel")
@@ -181,8 +188,10 @@ def test_bad_arguments():
         vsfast.analyze(nn.Linear(3, 2), torch.ones(4, 5))
     with pytest.raises(TypeError, match="floating-point"):
         vsfast.analyze(nn.Linear(3, 2), torch.ones(4, 3, dtype=torch.int64))
-    with pytest.warns(UserWarning, match="not analysed.*Conv1d"):
-        vsfast.analyze(nn.Sequential(nn.Conv1d(2, 2, 3), nn.Flatten(), nn.Linear(2, 2)))
+    with pytest.raises(ValueError, match="params"):
+        vsfast.analyze(nn.Linear(3, 2), params="some")
+    with pytest.raises(ValueError, match="checkpoint holds weights only"):
+        vsfast.analyze("model.safetensors", torch.ones(2, 3))
 
 
 def test_model_mode_is_restored():

@@ -1,46 +1,72 @@
-"""The four spaces of every layer of a torch model, and what each layer keeps of real inputs.
+"""Every weight matrix of a model or a checkpoint: its four spaces, its spectrum, the metrics
+spectral tools report, and what it keeps of real inputs.
 
->>> report = vsfast.analyze(model, images)        # one entry per Linear and Conv2d layer
->>> report["0"].rank, report["0"].rejected_fraction
->>> report.to_rows()                              # a table; report.to_json() for the rest
+>>> report = vsfast.analyze(model, images)             # a torch module, inputs optional
+>>> report = vsfast.analyze("path/to/checkpoint")      # .safetensors, a shard directory, a .pt
+>>> report["encoder.layer.0.attention.self.query.weight"].alpha
+>>> report.to_rows()                                   # a table; to_json(), to_csv(), to_pandas()
 
-A Linear layer is its weight W (out x in). A Conv2d layer is a linear map in two views:
-``"patch"`` — W as C_out x (C_in kh kw), the map from one input patch to the output channels
-(the convolution is this map applied to every patch); ``"kernel"`` — every 2-D kernel as a row
-of kh kw numbers, C_out C_in rows (the paper's view, which shows directional selectivity).
+A matrix is W (rows x columns) as torch stores a Linear weight (out x in). A convolution is a
+linear map in two views (:func:`vsfast.nn.conv_matrix`): ``"patch"``, the map from one input
+patch to the output channels (block-diagonal for a grouped convolution; from one input position
+to an output patch for a transposed one), and ``"kernel"``, every kernel as a row (the paper's
+view, which shows directional selectivity). The metrics (``sigma_max``, ``frobenius_norm``,
+``stable_rank``, ``effective_rank``, numerical rank, ``energy_kept``, ``alpha``) are defined,
+with their references, in :mod:`vsfast.metrics`.
+
+Checkpoint tensors become matrices by the rules of :func:`matrix_views`. For the distributed
+analysis of a checkpoint, :func:`vsfast.checkpoint.list_tensors` lists its tensors and
+:func:`analyze_tensor` analyses one of them from a path and a name.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
+import re
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ._arrays import values
-from .linalg import Spaces, project, spaces
-from .nn import model_failures
+from . import checkpoint as ckpt
+from ._arrays import check_int, is_tensor, values
+from .linalg import Spaces, _choose_method, project, rsvd, spaces, svdvals
+from .metrics import SpectralMetrics, frobenius_norm, spectral_metrics
+from .nn import CONV_VIEWS, PARAMS, WeightView, conv_matrix, model_failures, weight_views
 
-__all__ = ["LayerAnalysis", "LayerInputs", "Report", "analyze", "layer_matrix"]
+__all__ = ["DEFAULT_K", "FULL_SPECTRUM_SIDE", "LayerAnalysis", "LayerInputs", "Report", "analyze", "analyze_tensor",
+           "layer_matrix", "matrix_views"]
 
-CONV_VIEWS = ("patch", "kernel")
+log = logging.getLogger(__name__)
 
-# Matrices up to this many entries go through the core in batches of equal shapes.
+#: With k=None a matrix whose smaller side is at most this (and that has at most
+#: FULL_SPECTRUM_ELEMENTS entries) gets its whole spectrum; a larger one its top DEFAULT_K.
+FULL_SPECTRUM_SIDE = 2048
+FULL_SPECTRUM_ELEMENTS = 1 << 24
+DEFAULT_K = 256
+# A checkpoint tensor whose kernel dimensions all stay within this is read as a convolution.
+MAX_KERNEL = 128
+# Matrices up to this many entries go through the core in batches of equal shapes, at most
+# _BATCH_BYTES of them per call: one call spreads them over the threads.
 _BATCHED_ELEMENTS = 1 << 22
+_BATCH_BYTES = 64 << 20
 
 
 @dataclass
 class LayerInputs:
     """A layer's inputs split by its spaces: ``signal + residual == inputs``.
 
-    For a Conv2d layer the split is of the input patches (of single-channel patches in the
-    kernel view), folded back into images with overlapping patches averaged; pixels no patch
-    covers are all residual. ``rejected_fraction[i]`` is the share of input i's energy (its
-    patches' energy for a convolution) in the layer's rejected space; 0 for an all-zero input.
+    ``rejected_fraction[i]`` is the share of input i's energy in the layer's rejected space (of
+    its patches' energy for a convolution; 0 for an all-zero input), for every input. The arrays
+    ``inputs``, ``signal`` and ``residual`` hold the first ``keep_inputs`` inputs only (see
+    :func:`analyze`). For a convolution the split is of the input patches, folded back into
+    images with overlapping patches averaged; pixels no patch covers are all residual.
     """
 
     inputs: np.ndarray
@@ -51,38 +77,72 @@ class LayerInputs:
 
 @dataclass
 class LayerAnalysis:
-    """One layer: its name in ``model.named_modules()``, the matrix analysed and its spaces."""
+    """One matrix: its name (a module's, a parameter's or a checkpoint tensor's), what it is,
+    the matrix analysed, its computed singular values and metrics, and for a module's matrix
+    its spaces (:attr:`spaces`)."""
 
     name: str
-    kind: str  # "linear" or "conv2d"
+    kind: str  # "linear", "conv2d", "conv_transpose1d", "attention", "embedding", "matrix", ...
     view: str  # "dense", "patch" or "kernel"
     weight_shape: tuple[int, ...]
-    spaces: Spaces
+    shape: tuple[int, int]
+    singular_values: np.ndarray = field(repr=False)
+    method: str  # "exact" or "randomized"
+    metrics: SpectralMetrics = field(repr=False)
     inputs: LayerInputs | None = field(default=None, repr=False)
+    _spaces: Spaces | None = field(default=None, repr=False)
+    _make_spaces: Callable[[], Spaces] | None = field(default=None, repr=False, compare=False)
 
     @property
-    def shape(self) -> tuple[int, int]:
-        return self.spaces.shape
+    def spaces(self) -> Spaces | None:
+        """The matrix's :class:`vsfast.Spaces` (its four subspaces), as many triplets as
+        :attr:`k`: for a module's matrix, computed on first access from the model's weight (or
+        with the analysis, when it split inputs), then kept; None for a checkpoint's, which the
+        analysis does not keep."""
+        if self._spaces is None and self._make_spaces is not None:
+            self._spaces = self._make_spaces()
+        return self._spaces
+
+    @property
+    def k(self) -> int:
+        """How many singular values were computed (min(rows, columns) for the whole spectrum)."""
+        return int(self.singular_values.size)
 
     @property
     def rank(self) -> int:
-        return self.spaces.rank
+        return self.metrics.numerical_rank
 
     @property
     def nullity(self) -> int:
-        return self.spaces.nullity
+        return self.shape[1] - self.rank
 
     @property
     def condition_number(self) -> float:
-        return self.spaces.condition_number
-
-    @property
-    def singular_values(self) -> np.ndarray:
-        return np.asarray(self.spaces.singular_values)
+        return self.metrics.condition_number
 
     @property
     def energy_kept(self) -> float:
-        return self.spaces.energy_kept
+        return self.metrics.energy_kept
+
+    @property
+    def sigma_max(self) -> float:
+        return self.metrics.sigma_max
+
+    @property
+    def frobenius_norm(self) -> float:
+        return self.metrics.frobenius_norm
+
+    @property
+    def stable_rank(self) -> float:
+        return self.metrics.stable_rank
+
+    @property
+    def effective_rank(self) -> float:
+        return self.metrics.effective_rank
+
+    @property
+    def alpha(self) -> float:
+        return self.metrics.alpha
 
     @property
     def rejected_fraction(self) -> np.ndarray | None:
@@ -90,12 +150,13 @@ class LayerAnalysis:
 
     def row(self) -> dict:
         m, n = self.shape
-        s = self.singular_values
+        mt = self.metrics
         row = {
-            "layer": self.name, "kind": self.kind, "view": self.view, "rows": m, "columns": n,
-            "rank": self.rank, "nullity": self.nullity, "condition_number": self.condition_number,
-            "sigma_max": float(s[0]) if s.size else 0.0, "energy_kept": self.energy_kept,
-            "method": self.spaces.method,
+            "layer": self.name, "kind": self.kind, "view": self.view, "rows": m, "columns": n, "k": self.k,
+            "method": self.method, "rank": self.rank, "nullity": self.nullity,
+            "condition_number": mt.condition_number, "sigma_max": mt.sigma_max, "frobenius_norm": mt.frobenius_norm,
+            "stable_rank": mt.stable_rank, "effective_rank": mt.effective_rank, "alpha": mt.alpha,
+            "energy_kept": mt.energy_kept,
         }
         if self.inputs is not None:
             frac = self.inputs.rejected_fraction
@@ -105,11 +166,15 @@ class LayerAnalysis:
 
 
 class Report:
-    """The analysis of a model: :class:`LayerAnalysis` entries in the order of
-    ``model.named_modules()``, indexable by position or by layer name."""
+    """The analysis of a model or checkpoint: :class:`LayerAnalysis` entries (a module's in the
+    order of ``named_modules()``, a checkpoint's by name, numbers in names counted as numbers),
+    indexable by position or name; ``skipped`` lists what was not analysed, as (name, reason)."""
 
-    def __init__(self, layers: list[LayerAnalysis]):
+    def __init__(self, layers: list[LayerAnalysis], skipped: list[tuple[str, str]] | None = None,
+                 source: str = ""):
         self.layers = layers
+        self.skipped = list(skipped or [])
+        self.source = source
         self._by_name = {layer.name: layer for layer in layers}
 
     def __len__(self) -> int:
@@ -130,8 +195,9 @@ class Report:
         return f"Report({len(self)} layers: {', '.join(self._by_name)})"
 
     def to_rows(self) -> list[dict]:
-        """One dict per layer: shape, rank, nullity, condition number, sigma_max, energy kept,
-        method, and the median and mean rejected fraction of the inputs when there were some."""
+        """One dict per layer: shape, k (singular values computed), method, rank, nullity,
+        condition number, sigma_max, frobenius_norm, stable_rank, effective_rank, alpha,
+        energy_kept, and the median and mean rejected fraction of the inputs when there were some."""
         return [layer.row() for layer in self.layers]
 
     def to_pandas(self):
@@ -141,20 +207,26 @@ class Report:
         return pd.DataFrame(self.to_rows())
 
     def to_dict(self) -> dict:
-        """Everything but the bases and the input arrays: per layer its row, weight shape,
-        singular values and, with inputs, every input's rejected fraction."""
+        """Everything but the bases and the input arrays: per layer its row, weight shape, the
+        power-law fit's x_min, KS distance and tail size, the singular values and, with inputs,
+        every input's rejected fraction; the skipped tensors; the source."""
         layers = []
         for layer in self.layers:
             entry = layer.row()
             entry["weight_shape"] = list(layer.weight_shape)
+            entry["alpha_xmin"] = layer.metrics.alpha_xmin
+            entry["alpha_ks_distance"] = layer.metrics.alpha_ks_distance
+            entry["alpha_tail"] = layer.metrics.alpha_tail
             entry["singular_values"] = [float(v) for v in layer.singular_values]
             if layer.inputs is not None:
                 entry["rejected_fraction"] = [float(v) for v in layer.inputs.rejected_fraction]
             layers.append(entry)
-        return {"layers": layers}
+        return {"source": self.source, "layers": layers,
+                "skipped": [{"name": name, "reason": reason} for name, reason in self.skipped]}
 
     def to_json(self, **kwargs) -> str:
-        # inf (a rank-0 layer's condition number) is not JSON: write it as null.
+        # inf (a rank-0 layer's condition number) and NaN (a metric not computed) are not JSON:
+        # they are written as null.
         return json.dumps(jsonable(self.to_dict()), **kwargs)
 
     def to_csv(self, path) -> None:
@@ -179,219 +251,424 @@ def jsonable(value):
     return value
 
 
-# ----------------------------------------------------------------------------- layers as matrices
+# ----------------------------------------------------------------------------- tensors as matrices
 
 
-def _check_conv(module, name: str, view: str) -> None:
-    if view == "patch" and module.groups != 1:
-        raise ValueError(f"layer {name!r}: a grouped convolution (groups={module.groups}) is not one patch map; "
-                         "use conv_view='kernel', which analyses every kernel whatever the grouping")
+def matrix_views(name: str, shape: tuple[int, ...], conv_view: str = "patch"
+                 ) -> list[tuple[str, str, str, Callable[[Any], Any]]] | str:
+    """How a checkpoint tensor (or, with ``params="all"``, a module's other parameter) is
+    analysed: a list of (matrix name, kind, view, function from the tensor to the matrix), or
+    the reason it is not a matrix.
+
+    The rules, by shape and name:
+
+    - leading axes of size 1 are dropped down to two dimensions (ViT's ``pos_embedding``
+      (1, 197, 768) is a 197 x 768 matrix); what has fewer than two dimensions left is skipped
+      ("1-D"), as is an empty tensor;
+    - two dimensions: the matrix as stored (rows x columns; a Linear weight is out x in). A
+      ``...in_proj_weight`` of shape (3e, e) is attention's query, key and value projections
+      stacked: three e x e matrices ``name[q]``, ``name[k]``, ``name[v]``;
+    - three to five dimensions whose trailing ones (all but the first two) are each at most
+      ``MAX_KERNEL`` and whose name has no ``experts`` part: a convolution kernel in PyTorch's
+      layout (out, in/groups, *kernel), in ``conv_view`` (a checkpoint does not record groups or
+      transposition: the patch view is out x (in/groups * prod(kernel)), exact for groups=1; for
+      a transposed convolution it is the exact map's transpose, with the same singular values);
+    - any other tensor of three or more dimensions: a stack of matrices over its leading axes
+      (mixture-of-experts weights (experts, out, in)), one matrix ``name[i]`` per index of the
+      flattened leading axes.
+    """
+    dims = list(shape)
+    while len(dims) > 2 and dims[0] == 1:
+        dims.pop(0)
+    if any(d == 0 for d in dims):
+        return f"empty, shape {tuple(shape)}"
+    if len(dims) < 2:
+        return "1-D" if len(dims) == 1 else "a scalar"
+    m, n = dims[-2:]
+    if len(dims) == 2:
+        if name.endswith("in_proj_weight") and m == 3 * n:
+            return [(f"{name}[{p}]", "attention", "dense", lambda t, i=i: t.reshape(m, n)[i * n:(i + 1) * n])
+                    for i, p in enumerate("qkv")]
+        return [(name, "matrix", "dense", lambda t: t.reshape(m, n))]
+    kernel = dims[2:]
+    if len(dims) <= 5 and max(kernel) <= MAX_KERNEL and "experts" not in name.split("."):
+        size = math.prod(kernel)
+        kind = f"conv{len(kernel)}d"
+        if conv_view == "kernel":
+            return [(name, kind, "kernel", lambda t: t.reshape(-1, size))]
+        return [(name, kind, "patch", lambda t: t.reshape(dims[0], -1))]
+    count = math.prod(dims[:-2])
+    return [(f"{name}[{i}]", "stacked", "dense", lambda t, i=i: t.reshape(count, m, n)[i]) for i in range(count)]
 
 
 def layer_matrix(module, name: str = "", conv_view: str = "patch"):
-    """The matrix a Linear or Conv2d module is analysed as (a detached torch tensor), with its
-    kind and view; None for other modules."""
+    """The matrix a Linear or convolution module is analysed as (a detached torch tensor; the
+    whole block-diagonal matrix for a grouped convolution's patch view), with its kind and
+    view; None for other modules."""
     from torch import nn
 
     if isinstance(module, nn.Linear):
         return module.weight.detach(), "linear", "dense"
-    if isinstance(module, nn.Conv2d):
-        _check_conv(module, name, conv_view)
-        w = module.weight.detach()
-        if conv_view == "patch":
-            return w.reshape(w.shape[0], -1), "conv2d", "patch"
-        return w.reshape(-1, w.shape[-2] * w.shape[-1]), "conv2d", "kernel"
-    return None
+    views = weight_views(module, conv_view=conv_view)[0] if isinstance(module, _conv_modules()) else []
+    if not views:
+        return None
+    matrix = views[0].matrix
+    if matrix.ndim == 3:
+        import torch
+
+        matrix = torch.block_diag(*matrix)
+    return matrix, views[0].kind, views[0].view
 
 
-_UNANALYSED = ("Conv1d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d", "Bilinear")
+def _conv_modules() -> tuple:
+    from torch import nn
+
+    return (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 
-def analyze(model: Any, inputs: Any = None, *, method: str = "auto", k: int | None = None,
-            conv_view: str = "patch", dtype: Any = None, progress: bool = False) -> Report:
-    """The four spaces of every Linear and Conv2d layer of ``model``, and, given ``inputs``, the
-    signal and residual parts of what reaches each of them.
+# ----------------------------------------------------------------------------- the plan
+
+
+@dataclass
+class _Item:
+    """A matrix to analyse: how to get it (a matrix, or the blocks of a block-diagonal one),
+    and how to hand its memory back after."""
+
+    name: str
+    kind: str
+    view: str
+    weight_shape: tuple[int, ...]
+    shape: tuple[int, int]
+    blocks: int
+    dtype: str  # the stored dtype's name
+    device: str
+    get: Callable[[], Any]
+    release: Callable[[], None] = lambda: None
+    source: WeightView | None = None
+
+
+def _check_options(method, k, conv_view, params, dtype, batch_size, keep_inputs):
+    if method not in ("auto", "exact", "randomized"):
+        raise ValueError(f"method: expected 'auto', 'exact' or 'randomized', got {method!r}")
+    if not (k is None or k == "all"):
+        check_int(k, "k", low=1)
+    if k == "all" and method == "randomized":
+        raise ValueError("k='all' asks for every singular value: use method 'auto' or 'exact'")
+    if conv_view not in CONV_VIEWS:
+        raise ValueError(f"conv_view: expected 'patch' or 'kernel', got {conv_view!r}")
+    if params not in PARAMS:
+        raise ValueError(f"params: expected 'weights' or 'all', got {params!r}")
+    if dtype is not None and np.dtype(dtype) not in (np.float32, np.float64):
+        raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
+    check_int(batch_size, "batch_size", low=1)
+    check_int(keep_inputs, "keep_inputs", low=0)
+
+
+def analyze(model: Any, inputs: Any = None, *, method: str = "auto", k: int | str | None = None,
+            conv_view: str = "patch", params: str = "weights", dtype: Any = None, batch_size: int = 64,
+            keep_inputs: int = 100, device: Any = None, progress: bool = False) -> Report:
+    """Every weight matrix of a torch model or a checkpoint: spectrum, metrics, spaces, and,
+    given ``inputs``, the signal and residual parts of what reaches each matrix.
 
     Parameters
     ----------
-    model : torch.nn.Module (on the CPU).
-    inputs : a batch for ``model`` (array or tensor), optional. It is run through the model in
-        eval mode, without gradients; forward pre-hooks capture each analysed layer's input.
-    method, k : as in :func:`vsfast.spaces`: ``"auto"`` takes the exact SVD unless k is well
-        below a layer's smaller side, then the randomized one. With k, each layer gets its top
-        min(k, rows, columns) triplets. Layers of equal shape go through one batched call.
-    conv_view : ``"patch"`` or ``"kernel"`` (see the module docstring). Grouped convolutions
-        have no single patch map: they need ``"kernel"``.
-    dtype : compute in float32 or float64 (default: each weight's dtype).
-    progress : show a progress bar over the decompositions.
+    model : a torch.nn.Module (analysed on the device its parameters are on: a CUDA model on
+        the GPU, through vsfast's CUDA module), or the path of a checkpoint: a ``.safetensors``
+        file, a directory of shards with its index JSON (``save_pretrained``'s layout), or a
+        ``.pt``/``.pth``/``.bin`` state dict (see :mod:`vsfast.checkpoint`). A checkpoint is read
+        one tensor at a time from a memory map whose pages are handed back after each, so memory
+        stays a few matrices' worth beyond what the file's pages need.
+    inputs : for a module, a batch for it (array or tensor, N x the model's input shape). It
+        goes through the model in eval mode, without gradients, ``batch_size`` inputs at a time;
+        forward pre-hooks split each analysed matrix's inputs as they pass and keep the per-input
+        rejected fraction of all of them, and the split arrays of the first ``keep_inputs``.
+    method, k : how much of each spectrum. ``k=None``: the whole spectrum (exact SVD) of a
+        matrix whose smaller side is at most ``FULL_SPECTRUM_SIDE`` (2048) and that has at most
+        2^24 entries, the top ``DEFAULT_K`` (256) singular triplets of a larger one, through the
+        randomized SVD. ``k="all"``: every spectrum whole. An integer: the top min(k, rows,
+        columns) of each, ``method`` choosing as in :func:`vsfast.spaces` (``"auto"``:
+        randomized when k is well below the smaller side). Metrics that need the whole spectrum
+        (``effective_rank``) are NaN for a partial one; ``alpha`` then fits the top k's tail
+        (see :mod:`vsfast.metrics`).
+    conv_view : ``"patch"`` or ``"kernel"`` (see :func:`vsfast.nn.conv_matrix`).
+    params : ``"weights"`` (the matrices of known layer types, :func:`vsfast.nn.weight_views`)
+        or ``"all"`` (every parameter of two or more dimensions, the others by the rules of
+        :func:`matrix_views`). A checkpoint's tensors always follow :func:`matrix_views`.
+    dtype : compute in float32 or float64 (default: float64 weights in float64, the others in
+        float32).
+    device : for a checkpoint, where to compute: None or ``"cpu"``, or a torch CUDA device
+        (each tensor is copied there in turn; needs torch and vsfast's CUDA module).
+    progress : show a progress bar over the matrices (needs tqdm).
 
     Returns
     -------
-    Report
+    Report (with ``skipped``: 1-D tensors, non-float ones, tied weights, and the like, each with
+    its reason).
 
     Raises
     ------
-    ValueError : no Linear or Conv2d layer, a grouped convolution in the patch view, or inputs
-        the model refuses. TypeError : a model that is not a torch module.
+    ValueError : nothing to analyse, bad options, inputs the model refuses, a checkpoint that
+    cannot be read (:class:`vsfast.checkpoint.CheckpointError`, naming the file and the cause).
+    TypeError : a model that is neither a module nor a path. ImportError : torch needed and
+    missing (a module, a torch file, a CUDA device), with the line that installs it.
     """
-    import torch
-
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
-    if conv_view not in CONV_VIEWS:
-        raise ValueError(f"conv_view: expected 'patch' or 'kernel', got {conv_view!r}")
-    if dtype is not None and np.dtype(dtype) not in (np.float32, np.float64):
-        raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
-
-    found, skipped = [], []
-    for name, module in model.named_modules():
-        matrix = layer_matrix(module, name, conv_view)
-        if matrix is not None:
-            found.append((name, module, *matrix))
-        elif type(module).__name__ in _UNANALYSED:
-            skipped.append(f"{name} ({type(module).__name__})")
-    if not found:
-        raise ValueError(f"model: no Linear or Conv2d layer to analyse in {type(model).__name__}")
-    if skipped:
-        warnings.warn(f"not analysed (only Linear and Conv2d are): {', '.join(skipped)}", stacklevel=2)
-
-    decomposed = _decompose([(name, w) for name, _, w, _, _ in found], method, k, dtype, progress)
-    captured = _capture(model, [(name, module) for name, module, *_ in found], inputs) if inputs is not None else {}
-    layers = []
-    for name, module, w, kind, view in found:
-        sp = decomposed[name]
-        entry = LayerAnalysis(name, kind, view, tuple(module.weight.shape), sp)
-        if name in captured:
-            entry.inputs = _split_inputs(module, view, sp, captured[name])
-        layers.append(entry)
-    return Report(layers)
+    _check_options(method, k, conv_view, params, dtype, batch_size, keep_inputs)
+    if isinstance(model, (str, os.PathLike)):
+        if inputs is not None:
+            raise ValueError("inputs: a checkpoint holds weights only; load it into its model to split inputs")
+        return _analyze_checkpoint(Path(model), method=method, k=k, conv_view=conv_view, dtype=dtype,
+                                   device=device, progress=progress)
+    if not is_tensor_module(model):
+        raise TypeError(f"model: expected a torch.nn.Module or the path of a checkpoint, got {type(model).__name__}")
+    if device is not None:
+        raise ValueError("device: a module is analysed where its parameters are; move it with model.to(device)")
+    return _analyze_module(model, inputs, method=method, k=k, conv_view=conv_view, params=params, dtype=dtype,
+                           batch_size=batch_size, keep_inputs=keep_inputs, progress=progress)
 
 
-def _decompose(matrices: list[tuple[str, Any]], method: str, k: int | None, dtype, progress: bool) -> dict:
-    """Spaces of every matrix; those of equal shape and dtype in one batched call."""
-    import torch
+def is_tensor_module(model: Any) -> bool:
+    """Whether model is a torch.nn.Module (without importing torch for anything else)."""
+    import sys
 
-    groups: dict[tuple, list[tuple[str, Any]]] = defaultdict(list)
-    for name, w in matrices:
-        w = w.cpu() if dtype is None else w.cpu().to(getattr(torch, np.dtype(dtype).name))
-        if w.dtype not in (torch.float32, torch.float64):
-            w = w.float()
-        # A large matrix keeps every thread busy alone: batching it would only cost a copy.
-        key = (tuple(w.shape), w.dtype) if w.numel() <= _BATCHED_ELEMENTS else (name,)
-        groups[key].append((name, w))
-    bar = _progress(len(matrices), progress)
-    result = {}
-    for members in groups.values():
-        shape = tuple(members[0][1].shape)
-        layer_k = None if k is None else min(k, *shape)
-        batch = members[0][1] if len(members) == 1 else torch.stack([w for _, w in members])
-        found = spaces(batch, k=layer_k, method=method)
-        for (name, _), sp in zip(members, found if isinstance(found, list) else [found]):
-            result[name] = sp
-        bar.update(len(members))
-    bar.close()
-    return result
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(model, torch.nn.Module)
+
+
+def _analyze_module(model, inputs, *, method, k, conv_view, params, dtype, batch_size, keep_inputs,
+                    progress) -> Report:
+    views, skipped = weight_views(model, params=params, conv_view=conv_view,
+                                  tensor_rule=lambda name, shape: matrix_views(name, shape, conv_view))
+    if not views:
+        raise ValueError(f"model: no weight matrix to analyse in {type(model).__name__}"
+                         + ("" if params == "all" else " (params='all' reads every parameter of 2+ dimensions)"))
+    items = [_Item(v.name, v.kind, v.view, v.weight_shape, v.shape, v.blocks, _dtype_name(v.matrix),
+                   str(v.matrix.device), lambda v=v: v.matrix, source=v) for v in views]
+    # Splitting inputs needs every matrix's bases now; otherwise they wait for their first use.
+    layers = list(_analyzed(items, method, k, dtype, inputs is not None, progress))
+    if inputs is not None:
+        from ._inputs import split_inputs
+
+        for layer, parts in zip(layers, split_inputs(model, [(item.source, layer.spaces) for item, layer
+                                                             in zip(items, layers)], inputs, batch_size, keep_inputs)):
+            layer.inputs = parts
+    return Report(layers, skipped, source=type(model).__name__)
+
+
+def _natural(name: str) -> list:
+    """A sort key in which the numbers within a name count as numbers (layers.2 before layers.10)."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def _checkpoint_items(reader: ckpt.Checkpoint, infos, conv_view: str, device) -> tuple[list[_Item], list]:
+    """The matrices of a checkpoint's tensors (read lazily, handed back after) and what is skipped."""
+    items, skipped = [], []
+    for info in infos:
+        rule = matrix_views(info.name, info.shape, conv_view)
+        if isinstance(rule, str):
+            skipped.append((info.name, rule))
+            continue
+        if info.dtype not in ckpt.FLOAT_DTYPES:
+            skipped.append((info.name, f"dtype {info.dtype}, not a floating-point weight"))
+            continue
+        for entry, kind, view, to_matrix in rule:
+            shape = tuple(int(d) for d in to_matrix(np.empty(info.shape, np.uint8)).shape)
+            get = (lambda info=info, to_matrix=to_matrix: _on_device(to_matrix(reader.read(info)), device))
+            items.append(_Item(entry, kind, view, info.shape, shape, 1, info.dtype, str(device or "cpu"), get,
+                               lambda info=info: reader.release(info)))
+    return items, skipped
+
+
+def _on_device(a: np.ndarray, device):
+    """A checkpoint's matrix where the analysis computes: the numpy array itself on the CPU."""
+    if device is None or str(device) == "cpu":
+        return a
+    try:
+        import torch
+    except ImportError:
+        raise ckpt.torch_required(f"device={device!r}") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch warns that a read-only memory map is not writable: it only reads it
+        return torch.as_tensor(a, device=device)
+
+
+def _analyze_checkpoint(path: Path, *, method, k, conv_view, dtype, device, progress) -> Report:
+    with ckpt.Checkpoint(path) as reader:
+        items, skipped = _checkpoint_items(reader, reader.tensors, conv_view, device)
+        if not items:
+            raise ckpt.CheckpointError(path, f"no tensor of two or more dimensions to analyse among "
+                                             f"{len(reader.tensors)}")
+        layers = list(_analyzed(items, method, k, dtype, False, progress))
+    layers.sort(key=lambda layer: _natural(layer.name))
+    return Report(layers, skipped, source=str(path))
+
+
+def analyze_tensor(path: str | os.PathLike, name: str, *, method: str = "auto", k: int | str | None = None,
+                   conv_view: str = "patch", dtype: Any = None, device: Any = None) -> list[LayerAnalysis]:
+    """The analysis of ONE tensor of a checkpoint, by name: the matrices it holds by the rules
+    of :func:`matrix_views` (one; three for an ``in_proj_weight``; one per expert of a stack),
+    each a :class:`LayerAnalysis` with its spectrum and metrics, exactly as :func:`analyze`
+    computes them for the whole checkpoint (same options). Made for one task of a distributed
+    analysis: it takes a path and a name, reads that tensor only, and returns small results
+    (no bases). ValueError when the tensor is not a matrix (the reason is in the message)."""
+    _check_options(method, k, conv_view, "weights", dtype, 1, 0)
+    with ckpt.Checkpoint(path) as reader:
+        info = reader.info(name)
+        items, skipped = _checkpoint_items(reader, [info], conv_view, device)
+        if skipped:
+            raise ValueError(f"{path}: tensor {name!r} is not analysed: {skipped[0][1]}")
+        return list(_analyzed(items, method, k, dtype, False, False))
+
+
+# ----------------------------------------------------------------------------- decomposition
+
+
+def _spectrum(k, method: str, m: int, n: int) -> tuple[int | None, str]:
+    """(top-k or None for all, "exact" or "randomized") for an m x n matrix (see analyze's k)."""
+    q = min(m, n)
+    if k == "all" or (k is None and (method == "exact" or (q <= FULL_SPECTRUM_SIDE and m * n <= FULL_SPECTRUM_ELEMENTS))):
+        return None, "exact"
+    layer_k = min(DEFAULT_K if k is None else int(k), q)
+    return layer_k, _choose_method(method, layer_k, m, n)
+
+
+def _compute_dtype(a, dtype):
+    """float64 stays float64 unless dtype says otherwise; everything else computes in float32."""
+    if dtype is not None:
+        target = np.dtype(dtype)
+    else:
+        current = _dtype_name(a)
+        target = np.dtype(np.float64 if current == "float64" else np.float32)
+    if _dtype_name(a) == target.name:
+        return a
+    if is_tensor(a):
+        import torch
+
+        return a.to(getattr(torch, target.name))
+    return a.astype(target)
+
+
+def _dtype_name(a) -> str:
+    return str(a.dtype).removeprefix("torch.")
+
+
+def _host(a) -> np.ndarray:
+    """An array of singular values on the host, as numpy."""
+    return values(a)
+
+
+def _frobenius(a) -> float:
+    if is_tensor(a) and a.device.type != "cpu":
+        import torch
+
+        return float(torch.linalg.vector_norm(a, dtype=torch.float64))
+    return frobenius_norm(a.detach().numpy() if is_tensor(a) else a)
+
+
+def _stack(arrays: list):
+    if is_tensor(arrays[0]):
+        import torch
+
+        return torch.stack(arrays)
+    return np.stack(arrays)
+
+
+def _groups(items: list[_Item]) -> Iterator[list[_Item]]:
+    """Items in batches for one call each: equal shapes, small matrices, at most _BATCH_BYTES."""
+    by_shape: dict[tuple, list[_Item]] = defaultdict(list)
+    for index, item in enumerate(items):
+        m, n = item.shape
+        small = item.blocks == 1 and m * n <= _BATCHED_ELEMENTS
+        # float64 weights compute in float64, the others in float32 (without dtype): keys apart
+        by_shape[(item.shape, item.dtype == "float64", item.device) if small else (index,)].append(item)
+    for members in by_shape.values():
+        per_batch = max(1, _BATCH_BYTES // (4 * members[0].shape[0] * members[0].shape[1]))
+        for start in range(0, len(members), per_batch):
+            yield members[start:start + per_batch]
+
+
+def _analyzed(items: list[_Item], method, k, dtype, bases: bool, progress: bool) -> Iterator[LayerAnalysis]:
+    """The analysis of every item, in the items' order, computed in batches of equal shapes;
+    with ``bases`` the spaces of every matrix too (else a module's wait for first use)."""
+    done: dict[int, LayerAnalysis] = {}
+    order = {id(item): i for i, item in enumerate(items)}
+    bar = _progress(len(items), progress)
+    try:
+        for batch in _groups(items):
+            for item, layer in zip(batch, _decompose(batch, method, k, dtype, bases)):
+                done[order[id(item)]] = layer
+            bar.update(len(batch))
+    finally:
+        bar.close()
+    return (done[i] for i in range(len(items)))
+
+
+def _decompose(batch: list[_Item], method, k, dtype, bases: bool) -> list[LayerAnalysis]:
+    """One call for a batch of equal-shape matrices (or one block-diagonal matrix): their
+    singular values (the spaces' where ``bases``), norms and metrics."""
+    m, n = batch[0].shape
+    layer_k, chosen = _spectrum(k, method, m, n)
+    if batch[0].blocks > 1:
+        chosen = "exact"  # blocks are small: their whole spectra, the union truncated to k
+    matrices = [_compute_dtype(item.get(), dtype) for item in batch]
+    norms = [_frobenius(a) for a in matrices]
+    makers = [_spaces_maker(item, layer_k, chosen, dtype) for item in batch]
+    if bases:
+        found = spaces(_stack(matrices), k=layer_k, method=chosen) if len(batch) > 1 else [makers[0]()]
+        spectra = [_host(sp.singular_values) for sp in found]
+    else:
+        found = [None] * len(batch)
+        spectra = _singular_values(matrices, layer_k, chosen)
+    del matrices
+    for item in batch:
+        item.release()
+    return [LayerAnalysis(item.name, item.kind, item.view, tuple(item.weight_shape), tuple(item.shape), s, chosen,
+                          spectral_metrics(s, norm, item.shape, s.dtype, complete=s.size == min(m, n)),
+                          _spaces=sp, _make_spaces=make)
+            for item, s, norm, sp, make in zip(batch, spectra, norms, found, makers)]
+
+
+def _singular_values(matrices: list, layer_k: int | None, chosen: str) -> list[np.ndarray]:
+    """The top layer_k (or all) singular values of each matrix, in one call; of a grouped
+    convolution's blocks, the union of theirs (the block-diagonal matrix's)."""
+    if matrices[0].ndim == 3:
+        s = np.sort(_host(svdvals(matrices[0])).reshape(-1))[::-1]
+        return [np.ascontiguousarray(s[:layer_k])]
+    stacked = matrices[0] if len(matrices) == 1 else _stack(matrices)
+    s = _host(rsvd(stacked, layer_k).S if chosen == "randomized" else svdvals(stacked))
+    s = s[..., :layer_k]
+    return [np.ascontiguousarray(row) for row in s] if s.ndim == 2 else [s]
+
+
+def _spaces_maker(item: _Item, layer_k: int | None, chosen: str, dtype) -> Callable[[], Spaces] | None:
+    """How to compute a module's matrix's spaces later (the weight is the model's, kept there);
+    None for a checkpoint's matrix, whose pages are handed back."""
+    if item.source is None:
+        return None
+
+    def make() -> Spaces:
+        matrix = _compute_dtype(item.get(), dtype)
+        if matrix.ndim == 3:
+            import torch
+
+            matrix = torch.block_diag(*matrix)
+        return spaces(matrix, k=layer_k, method=chosen)
+
+    return make
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def _progress(total: int, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="spaces", unit="layer", disable=not enabled, leave=False,
-                delay=1.0)  # quick runs stay silent
-
-
-def _capture(model, modules: list[tuple[str, Any]], inputs: Any) -> dict[str, Any]:
-    """Each module's first positional input when ``model`` runs on ``inputs`` (eval mode)."""
-    import torch
-
-    x = values(inputs)
-    if x.dtype.kind != "f":
-        raise TypeError(f"inputs: expected floating-point values, got {x.dtype}")
-    if x.ndim < 2 or x.size == 0:
-        raise ValueError(f"inputs: expected a non-empty batch, N x the model's input shape, got shape {x.shape}")
-    if not np.isfinite(x).all():
-        raise ValueError("inputs: expected finite values, found NaN or inf")
-    batch = torch.from_numpy(np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("="))).to(next(model.parameters()).dtype)
-    captured: dict[str, Any] = {}
-
-    def hook_for(name):
-        def hook(_module, args):
-            captured[name] = args[0].detach()
-        return hook
-
-    handles = [module.register_forward_pre_hook(hook_for(name)) for name, module in modules]
-    was_training = model.training
+    if not enabled:
+        return _NoBar()
     try:
-        model.eval()
-        with torch.no_grad(), model_failures(batch.shape):
-            model(batch)
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
-    return captured
-
-
-def _split_inputs(module, view: str, sp: Spaces, x) -> LayerInputs:
-    import torch
-
-    x = x.to(torch.float64 if sp.dtype == np.float64 else torch.float32)
-    if view == "dense":
-        rows = x.reshape(-1, x.shape[-1])
-        signal, residual = project(rows, sp)
-        n = x.shape[0]
-        fraction = _fraction(residual.reshape(n, -1), rows.reshape(n, -1))
-        return LayerInputs(x.numpy(), signal.reshape(x.shape).numpy(), residual.reshape(x.shape).numpy(), fraction)
-    return _split_conv_inputs(module, view, sp, x)
-
-
-def _fraction(residual, whole) -> np.ndarray:
-    """Per row: squared norm of residual over that of whole (0 where whole is 0)."""
-    res = (residual.double() ** 2).sum(dim=1).numpy()
-    tot = (whole.double() ** 2).sum(dim=1).numpy()
-    return np.divide(res, tot, out=np.zeros_like(res), where=tot > 0)
-
-
-def _conv_padding(module) -> tuple[int, int, int, int]:
-    """(left, right, top, bottom) padding of a Conv2d, its string forms included."""
-    kh, kw = module.kernel_size
-    dh, dw = module.dilation
-    if module.padding == "valid":
-        return (0, 0, 0, 0)
-    if module.padding == "same":
-        th, tw = dh * (kh - 1), dw * (kw - 1)
-        return (tw // 2, tw - tw // 2, th // 2, th - th // 2)
-    ph, pw = module.padding
-    return (pw, pw, ph, ph)
-
-
-def _split_conv_inputs(module, view: str, sp: Spaces, x) -> LayerInputs:
-    """Unfold the input into patches, split them, fold both parts back (overlaps averaged)."""
-    import torch
-    from torch.nn import functional as F
-
-    n, c, h, w = x.shape
-    left, right, top, bottom = _conv_padding(module)
-    mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
-    images = x if view == "patch" else x.reshape(n * c, 1, h, w)
-    padded = F.pad(images, (left, right, top, bottom), mode=mode)
-    geometry = dict(kernel_size=module.kernel_size, dilation=module.dilation, stride=module.stride)
-    patches = F.unfold(padded, **geometry)  # (images, patch length, patches)
-    rows = patches.transpose(1, 2).reshape(-1, patches.shape[1])
-    signal, residual = project(rows, sp)
-
-    size = padded.shape[-2:]
-    count = F.fold(torch.ones_like(patches), output_size=size, **geometry)
-
-    def fold(part):
-        folded = F.fold(part.reshape(patches.shape[0], -1, patches.shape[1]).transpose(1, 2), output_size=size,
-                        **geometry)
-        folded = torch.where(count > 0, folded / count.clamp(min=1), torch.zeros_like(folded))
-        return folded[..., top:top + h, left:left + w].reshape(n, c, h, w)
-
-    signal_images = fold(signal)
-    # Pixels that no patch covers reach the layer not at all: their value is all residual.
-    residual_images = x - signal_images
-    per_input = patches.shape[0] // n
-    fraction = _fraction(residual.reshape(n, -1), rows.reshape(n, -1)) if per_input else np.zeros(n)
-    return LayerInputs(x.numpy(), signal_images.numpy(), residual_images.numpy(), fraction)
+        from tqdm.auto import tqdm
+    except ImportError:
+        return _NoBar()
+    return tqdm(total=total, desc="matrices", unit="matrix", leave=False, delay=1.0)  # quick runs stay silent

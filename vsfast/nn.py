@@ -1,11 +1,47 @@
-"""Reading torch models as chains of linear maps and activations."""
+"""Reading torch models: their weight matrices (:func:`weight_views`) and, for invertible
+networks, their chains of linear maps and activations (:func:`chain_layers`)."""
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["activation_spec", "chain_layers", "model_failures"]
+__all__ = ["WeightView", "activation_spec", "chain_layers", "conv_matrix", "model_failures", "weight_views"]
+
+CONV_VIEWS = ("patch", "kernel")
+PARAMS = ("weights", "all")
+
+
+@dataclass
+class WeightView:
+    """One weight matrix of a model, as it is analysed.
+
+    ``matrix`` is a detached tensor (on the parameter's device): the m x n matrix, or, for the
+    patch view of a grouped convolution, the (groups, m/groups, n/groups) blocks of its
+    block-diagonal matrix. ``module`` is the module whose calls feed the matrix its inputs (its
+    positional argument ``argument``: 0, 1, 2 for attention's query, key and value), None where
+    the inputs are not split (embeddings, parameters read by opt-in, 3-D convolutions).
+    """
+
+    name: str
+    kind: str
+    view: str
+    weight_shape: tuple[int, ...]
+    matrix: Any
+    module: Any = None
+    argument: int = 0
+
+    @property
+    def blocks(self) -> int:
+        return 1 if self.matrix.ndim == 2 else int(self.matrix.shape[0])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """The matrix's shape (the whole block-diagonal matrix's for blocks)."""
+        m, n = self.matrix.shape[-2:]
+        return (self.blocks * int(m), self.blocks * int(n))
 
 
 @contextmanager
@@ -76,3 +112,149 @@ def chain_layers(model: Any, *, dtype: Any = None) -> list[tuple[Any, Any, Any]]
     if not layers:
         raise ValueError("model: expected at least one Linear layer")
     return [tuple(layer) for layer in layers]
+
+
+# ----------------------------------------------------------------------------- weight matrices
+
+
+def _conv_types():
+    from torch import nn
+
+    return (nn.Conv1d, nn.Conv2d, nn.Conv3d), (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
+def conv_matrix(module: Any, view: str):
+    """A convolution's weight as the matrix of the chosen view (a detached tensor).
+
+    ``"kernel"``: every kernel as a row of its prod(kernel_size) values (out * in/groups rows).
+    ``"patch"``: the exact linear map from one input patch to one output position, W as
+    out x (in/groups * prod(kernel_size)); for a transposed convolution, whose weight is
+    (in, out/groups, *kernel), the map from one input position's channels to the output patch
+    it adds to, (out/groups * prod(kernel_size)) x in/groups. With groups > 1 the map is
+    block-diagonal, one block per group: returned as the (groups, rows, columns) blocks.
+    """
+    convs, transposed = _conv_types()
+    w = module.weight.detach()
+    if view == "kernel":
+        return w.reshape(-1, math.prod(w.shape[2:]))
+    groups = module.groups
+    blocks = w.reshape(groups, w.shape[0] // groups, -1)
+    if isinstance(module, transposed):
+        blocks = blocks.transpose(1, 2)
+    return blocks[0] if groups == 1 else blocks
+
+
+def _kind(module: Any) -> str:
+    """"conv2d", "conv_transpose1d", ...: the convolution's kind from its class and rank."""
+    convs, transposed = _conv_types()
+    dims = len(module.kernel_size)
+    return f"conv_transpose{dims}d" if isinstance(module, transposed) else f"conv{dims}d"
+
+
+def _module_views(name: str, module: Any, conv_view: str) -> list[tuple[str, WeightView]]:
+    """The weight matrices of a module of a known type, each with the parameter it reads."""
+    from torch import nn
+
+    convs, transposed = _conv_types()
+    if isinstance(module, nn.Linear):
+        return [("weight", WeightView(name, "linear", "dense", tuple(module.weight.shape), module.weight.detach(),
+                                      module))]
+    if isinstance(module, convs + transposed):
+        # The patch view of a 1-D or 2-D convolution splits its inputs; a 3-D one, and the kernel
+        # view of a transposed one (whose kernels each take a single input value), do not.
+        splits = len(module.kernel_size) < 3 and (conv_view == "patch" or isinstance(module, convs))
+        return [("weight", WeightView(name, _kind(module), conv_view, tuple(module.weight.shape),
+                                      conv_matrix(module, conv_view), module if splits else None))]
+    if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+        return [("weight", WeightView(name, "embedding", "dense", tuple(module.weight.shape), module.weight.detach()))]
+    if isinstance(module, nn.MultiheadAttention):
+        return _attention_views(name, module)
+    if isinstance(module, nn.RNNBase):
+        return [(pname, WeightView(_join(name, pname), "recurrent", "dense", tuple(p.shape), p.detach()))
+                for pname, p in module.named_parameters(recurse=False) if pname.startswith("weight")]
+    return []
+
+
+def _attention_views(name: str, module: Any) -> list[tuple[str, WeightView]]:
+    """Attention's query, key and value projections: the three row blocks of in_proj_weight, or
+    q/k/v_proj_weight when key and value have their own widths. out_proj is a Linear child."""
+    parts = "qkv"
+    if module.in_proj_weight is not None:
+        w = module.in_proj_weight.detach()
+        e = w.shape[0] // 3
+        return [("in_proj_weight", WeightView(_join(name, f"in_proj_weight[{p}]"), "attention", "dense",
+                                              tuple(w.shape), w[i * e:(i + 1) * e], module, i))
+                for i, p in enumerate(parts)]
+    return [(f"{p}_proj_weight", WeightView(_join(name, f"{p}_proj_weight"), "attention", "dense",
+                                             tuple(getattr(module, f"{p}_proj_weight").shape),
+                                             getattr(module, f"{p}_proj_weight").detach(), module, i))
+            for i, p in enumerate(parts)]
+
+
+def _join(module: str, parameter: str) -> str:
+    return f"{module}.{parameter}" if module else parameter
+
+
+def weight_views(model: Any, *, params: str = "weights", conv_view: str = "patch",
+                 tensor_rule=None) -> tuple[list[WeightView], list[tuple[str, str]]]:
+    """Every weight matrix of ``model`` and every parameter left out, with the reason.
+
+    Found by module type: Linear (its weight, out x in), Conv1d/2d/3d and ConvTranspose1d/2d/3d
+    (see :func:`conv_matrix`), Embedding and EmbeddingBag (tokens x features), MultiheadAttention
+    (query, key and value projections apart; out_proj is a Linear) and RNN/LSTM/GRU (every
+    weight_ih/weight_hh, the gates stacked as torch stores them). A matrix is named after its
+    module, or after its parameter where a module holds several (``attn.in_proj_weight[q]``).
+    With ``params="all"``, every other parameter with two or more dimensions too, read by
+    ``tensor_rule(name, shape)`` (the rules of :func:`vsfast.analysis.matrix_views`); by default
+    they are listed as left out, as are 1-D parameters, a tensor shared with an earlier matrix
+    (tied weights), and parameters without values (meta device, uninitialised lazy modules).
+    """
+    views: list[WeightView] = []
+    skipped: list[tuple[str, str]] = []
+    seen: dict[int, str] = {}  # parameter id -> the first matrix that read it
+    for mname, module in model.named_modules():
+        own = dict(module.named_parameters(recurse=False))
+        found = _module_views(mname, module, conv_view)
+        used = {pname for pname, _ in found}
+        for pname, view in found:
+            param = own[pname]
+            reason = _unreadable(param) or (f"the same tensor as {seen[id(param)]}" if id(param) in seen else None)
+            if reason:
+                skipped.append((view.name, reason))
+                continue
+            views.append(view)
+        for pname in used:  # after all of the module's views: attention reads in_proj_weight three times
+            if _unreadable(own[pname]) is None:
+                seen.setdefault(id(own[pname]), _join(mname, pname))
+        for pname, param in own.items():
+            if pname in used:
+                continue
+            full = _join(mname, pname)
+            reason = _unreadable(param)
+            if reason is None and id(param) in seen:
+                reason = f"the same tensor as {seen[id(param)]}"
+            if reason is None and param.dim() < 2:
+                reason = "1-D"
+            if reason is None and params != "all":
+                reason = f"a parameter of {type(module).__name__}: params='all' analyses it"
+            if reason is None:
+                rule = tensor_rule(full, tuple(param.shape))
+                if isinstance(rule, str):
+                    reason = rule
+                else:
+                    seen[id(param)] = full
+                    views += [WeightView(entry, kind, view, tuple(param.shape), to_matrix(param.detach()))
+                              for entry, kind, view, to_matrix in rule]
+            if reason is not None:
+                skipped.append((full, reason))
+    return views, skipped
+
+
+def _unreadable(param: Any) -> str | None:
+    from torch.nn.parameter import UninitializedParameter
+
+    if isinstance(param, UninitializedParameter):
+        return "not initialised (a lazy module that has not run)"
+    if param.device.type == "meta":
+        return "on the meta device (no values)"
+    return None
