@@ -1,8 +1,17 @@
 """vsfast.distributed on a LocalCluster of two worker processes on the loopback address, started
-and closed here: the randomized SVD of dask arrays against the in-memory vsfast.rsvd, its
-independence of the chunks and of the workers."""
+and closed here: checkpoint analyses against the local vsfast.analyze (also with a worker killed
+in the middle, and with a corrupt shard), and the randomized SVD of dask arrays against the
+in-memory vsfast.rsvd, its independence of the chunks and of the workers."""
 
 from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import threading
+import time
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -27,6 +36,140 @@ def client():
         yield c
 
 
+# --- analyze ----------------------------------------------------------------------------------
+
+def save(path, tensors: dict) -> None:
+    from safetensors.numpy import save_file
+
+    save_file(tensors, str(path))
+
+
+def same_report(got, want) -> None:
+    """The distributed report is the local one: the same layers in the same order, bitwise the
+    same singular values, the same metrics (NaN where the local one has NaN), skipped, source."""
+    assert (got.source, got.skipped) == (want.source, want.skipped)
+    assert [layer.name for layer in got] == [layer.name for layer in want]
+    for a, b in zip(got, want):
+        assert np.array_equal(a.singular_values, b.singular_values), a.name
+        assert a.singular_values.dtype == b.singular_values.dtype
+        ra, rb = a.row(), b.row()
+        assert ra.keys() == rb.keys()
+        for key in ra:
+            both_nan = isinstance(ra[key], float) and math.isnan(ra[key]) and math.isnan(rb[key])
+            assert ra[key] == rb[key] or both_nan, (a.name, key, ra[key], rb[key])
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A small model's checkpoint: equal-shape layers (one task), a stack of experts, attention's
+    stacked projections, a convolution, and tensors the analysis skips (1-D, integers)."""
+    rng = np.random.default_rng(7)
+    tensors = {f"blocks.{i}.mlp.weight": rng.standard_normal((48, 40)).astype(np.float32) for i in range(11)}
+    tensors |= {
+        "embed.weight": rng.standard_normal((300, 2100)).astype(np.float32),   # top-k by default
+        "attn.in_proj_weight": rng.standard_normal((96, 32)).astype(np.float32),
+        "moe.experts.weight": rng.standard_normal((3, 20, 30)),                   # float64
+        "conv.weight": rng.standard_normal((8, 3, 3, 3)).astype(np.float32),
+        "norm.bias": np.zeros(40, np.float32),
+        "steps": np.arange(6, dtype=np.int64).reshape(2, 3),
+    }
+    path = tmp_path_factory.mktemp("ckpt") / "model.safetensors"
+    save(path, tensors)
+    return path
+
+
+@pytest.mark.parametrize("options", [{}, {"k": 5}, {"k": 5, "method": "exact"}, {"dtype": "float64",
+                                                                                 "conv_view": "kernel"}])
+def test_distributed_analysis_equals_the_local_one(client, checkpoint, options):
+    same_report(vd.analyze(checkpoint, **options), vsfast.analyze(checkpoint, **options))
+
+
+def test_a_model_zoo_gives_one_report_per_checkpoint_in_order(client, checkpoint, tmp_path):
+    rng = np.random.default_rng(8)
+    other = tmp_path / "other.safetensors"
+    save(other, {"w": rng.standard_normal((30, 20)).astype(np.float32)})
+    reports = vd.analyze([other, checkpoint, other])
+    assert [r.source for r in reports] == [str(other), str(checkpoint), str(other)]
+    for got, path in zip(reports, [other, checkpoint, other]):
+        same_report(got, vsfast.analyze(path))
+
+
+def test_bases_only_on_request(client, checkpoint):
+    assert all(layer.spaces is None for layer in vd.analyze(checkpoint, k=5))
+    layer = vd.analyze(checkpoint, k=5, bases=True)["blocks.3.mlp.weight"]
+    from safetensors.numpy import load_file
+
+    w = load_file(str(checkpoint))["blocks.3.mlp.weight"]
+    local = vsfast.spaces(w, k=5, method=layer.method)
+    assert np.array_equal(np.asarray(layer.spaces.singular_values), np.asarray(local.singular_values))
+    assert np.array_equal(np.asarray(layer.spaces.signal), np.asarray(local.signal))
+
+
+def test_a_tensor_with_nan_in_one_shard_fails_naming_its_file_and_tensor(client, tmp_path):
+    rng = np.random.default_rng(9)
+    first = {f"h.{i}.w": rng.standard_normal((16, 12)).astype(np.float32) for i in range(3)}
+    second = {f"h.{i}.w": rng.standard_normal((16, 12)).astype(np.float32) for i in range(3, 6)}
+    second["h.4.w"][3, 5] = np.nan
+    names = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+    save(tmp_path / names[0], first)
+    save(tmp_path / names[1], second)
+    weight_map = {name: names[0] for name in first} | {name: names[1] for name in second}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    shard = tmp_path / names[1]
+    with pytest.raises(ValueError, match=rf"{shard}: tensor 'h.4.w': .*expected finite values"):
+        vd.analyze(tmp_path)
+
+
+def _analysis_progress(dask_scheduler) -> tuple[dict, int]:
+    """On the scheduler: finished analysis tasks per worker, and the number not finished."""
+    done, pending = Counter(), 0
+    for key, task in dask_scheduler.tasks.items():
+        if str(key).startswith("vsfast-analyze"):
+            if task.state == "memory":
+                done.update(worker.address for worker in task.who_has)
+            else:
+                pending += 1
+    return dict(done), pending
+
+
+def test_a_worker_killed_mid_analysis_loses_and_duplicates_no_layer(client, tmp_path):
+    """40 tensors of distinct shapes (40 tasks); once a few results are held, the worker holding
+    the most is killed (SIGKILL to its process): Dask reruns its tasks, results it held
+    included, on the other worker, and the report is the local one, every layer once."""
+    rng = np.random.default_rng(10)
+    path = tmp_path / "many.safetensors"
+    save(path, {f"layer.{i}.weight": rng.standard_normal((500 + i, 500)).astype(np.float32) for i in range(40)})
+    result, killed = {}, {}
+    run = threading.Thread(target=lambda: result.setdefault("report", vd.analyze(path, client=client)))
+    run.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not killed:
+        done, pending = client.run_on_scheduler(_analysis_progress)
+        if sum(done.values()) >= 3 and pending >= 10:
+            victim = max(done, key=done.get)
+            killed["pid"] = client.run(os.getpid, workers=[victim])[victim]
+            killed["pending"] = pending
+            os.kill(killed["pid"], signal.SIGKILL)
+        time.sleep(0.01)
+    run.join(timeout=120)
+    client.wait_for_workers(2, timeout=60)  # the nanny restarts the worker for the tests after this one
+    assert killed, "the analysis ended before a worker could be killed in its middle"
+    report = result["report"]
+    assert len(report) == 40 and len({layer.name for layer in report}) == 40
+    same_report(report, vsfast.analyze(path))
+
+
+def test_analyze_refuses_bad_arguments(checkpoint):
+    with pytest.raises(ValueError, match="method"):
+        vd.analyze(checkpoint, method="fast")
+    with pytest.raises(ValueError, match="non-empty sequence"):
+        vd.analyze([])
+    with pytest.raises(ValueError, match="no such file"):
+        vd.analyze(checkpoint.parent / "absent.safetensors")
+
+
+# --- rsvd -------------------------------------------------------------------------------------
+
 def rounding(dtype, a: np.ndarray, s0: float) -> float:
     """How far two computations of the same rsvd may differ: the products sum max(m, n) terms
     each, in a different order when the blocks differ; random rounding errors grow like
@@ -37,8 +180,6 @@ def rounding(dtype, a: np.ndarray, s0: float) -> float:
 def product(U, S, Vh) -> np.ndarray:
     return (np.asarray(U, dtype=np.float64) * S) @ np.asarray(Vh, dtype=np.float64)
 
-
-# --- rsvd -------------------------------------------------------------------------------------
 
 CHUNKINGS = {  # shape: chunkings of x (rows or columns along the long side, merged across the short one)
     (900, 120): [(900, 120), (100, 120), (333, 120), (250, 60)],

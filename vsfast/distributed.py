@@ -1,5 +1,5 @@
-"""vsfast on a Dask cluster: the randomized SVD of a dask array too large for one worker, and the
-analysis of checkpoints (a model zoo) as one task per tensor.
+"""vsfast on a Dask cluster: the analysis of checkpoints (a model zoo) as Dask tasks, and the
+randomized SVD of a dask array too large for one worker.
 
 Dask schedules, vsfast computes: every task runs vsfast's compiled kernels on the worker that
 holds its data, and tasks carry block keys, file paths and small results, never weights through
@@ -7,14 +7,20 @@ the scheduler. Any Dask scheduler serves: the current ``distributed.Client`` (a 
 dask-jobqueue's SLURMCluster, dask-mpi under mpirun...) or, without one, Dask's threads.
 docs/distributed.md says what moves over the network and how to size chunks and workers.
 
+>>> report = vsfast.distributed.analyze("model/")     # the same Report as vsfast.analyze("model/")
 >>> U, S, Vh = vsfast.distributed.rsvd(x, 50)        # x: a dask array chunked by rows
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
+import os
+from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -28,11 +34,233 @@ from ._arrays import check_int
 from ._backends import cpu
 from .linalg import SVDResult, _rsvd_params
 
-__all__ = ["rsvd"]
+__all__ = ["analyze", "connect", "rsvd"]
+
+log = logging.getLogger(__name__)
 
 # Partial sums combined by one reduction task. The tree is fixed by the blocks' order, not by
 # where they are or when they finish, so sums are bitwise the same on any number of workers.
 _SPLIT_EVERY = 8
+
+
+# --- the analysis of checkpoints ----------------------------------------------------------------
+
+# Equal-shape tensors share a task up to this many bytes: small tensors do not each pay a task's
+# overhead, and a lost worker costs little to redo.
+_TASK_BYTES = 64 << 20
+
+
+@dataclass
+class _Task:
+    """Tensors of one checkpoint analysed by one task: their names and the files they are in."""
+
+    checkpoint: int   # index into the paths
+    names: list[str]
+    files: list[str]
+
+
+def _plan(path: Path, index: int, conv_view: str) -> tuple[list[_Task], list[tuple[str, str]]]:
+    """The tasks for one checkpoint (its analysed tensors, equal shapes and dtypes together up
+    to _TASK_BYTES a task) and what it skips, from its header(s) alone, by the rules the local
+    analysis applies (vsfast.analysis)."""
+    from . import checkpoint
+    from .analysis import _checkpoint_items
+
+    with checkpoint.Checkpoint(path) as reader:
+        _, skipped = _checkpoint_items(reader, reader.tensors, conv_view, None)
+        not_analysed = {name for name, _ in skipped}
+        tensors = [info for info in reader.tensors if info.name not in not_analysed]
+        count = len(reader.tensors)
+    if not tensors:
+        raise checkpoint.CheckpointError(path, f"no tensor of two or more dimensions to analyse among {count}")
+    groups: dict[tuple, list] = defaultdict(list)
+    for info in tensors:
+        groups[(info.shape, info.dtype)].append(info)
+    tasks = []
+    for members in groups.values():
+        size = _TASK_BYTES  # start a new task with the first member
+        for info in members:
+            if size + info.nbytes > _TASK_BYTES:
+                tasks.append(_Task(index, [], []))
+                size = 0
+            tasks[-1].names.append(info.name)
+            tasks[-1].files.append(str(info.file))
+            size += info.nbytes
+    return tasks, skipped
+
+
+def _failure(exc: BaseException, file: str, names: Sequence[str]) -> Exception:
+    """exc with the file and tensor(s) named, as the nearest built-in exception (which any
+    process can unpickle), the original as its cause."""
+    kind = next(k for k in type(exc).__mro__ if k.__module__ == "builtins" and issubclass(k, Exception))
+    text = str(exc).removeprefix(f"{file}: ")
+    which = f"tensor {names[0]!r}" if len(names) == 1 else f"tensors {', '.join(map(repr, names))}"
+    failure = kind(f"{file}: {which}: {text}")
+    failure.__cause__ = exc
+    return failure
+
+
+def _analyze_tensors(path: str, names: list[str], files: list[str], options: dict, bases: bool) -> list:
+    """One task: the LayerAnalysis of each named tensor of the checkpoint at path, read by this
+    worker from the shared filesystem; bases (spaces) only with `bases`."""
+    from .analysis import analyze_tensor
+
+    layers = []
+    for name, file in zip(names, files):
+        try:
+            found = analyze_tensor(path, name, **options)
+            if bases:
+                _attach_bases(path, name, found, options)
+        except Exception as exc:
+            raise _failure(exc, file, [name]) from exc
+        layers.extend(found)
+    return layers
+
+
+def _attach_bases(path: str, name: str, layers: list, options: dict) -> None:
+    """Each layer's Spaces, from the tensor read again: as many triplets as its spectrum has
+    values, by the method that computed it (the singular values stay analyze_tensor's)."""
+    from .analysis import _compute_dtype, matrix_views
+    from .checkpoint import read_tensor
+    from .linalg import spaces
+
+    tensor = read_tensor(path, name)
+    views = {entry: to_matrix for entry, _, _, to_matrix in matrix_views(name, tensor.shape, options["conv_view"])}
+    for layer in layers:
+        matrix = _compute_dtype(np.ascontiguousarray(views[layer.name](tensor)), options["dtype"])
+        complete = layer.k == min(layer.shape)
+        layer._spaces = spaces(matrix, k=None if complete else layer.k, method=layer.method)
+
+
+def analyze(path_or_paths: Any, *, client: Any = None, method: str = "auto", k: int | str | None = None,
+            conv_view: str = "patch", dtype: Any = None, bases: bool = False, progress: bool = False):
+    """The analysis of one checkpoint, or of many (a model zoo), as Dask tasks: the same
+    :class:`vsfast.Report` as ``vsfast.analyze(path, ...)``, equal to it (bitwise: the same
+    kernels on the same tensors; a randomized spectrum with its fixed seed).
+
+    The client reads the checkpoints' headers only and plans one task per tensor, or per batch
+    of equal-shape tensors (up to 64 MB). Each worker opens the files itself (a filesystem the
+    workers share with the client) and returns per-layer results: singular values, rank,
+    metrics, and with ``bases`` the :class:`vsfast.Spaces` too. Weights never travel through
+    the scheduler. Results are gathered only once every task has finished: a worker that dies
+    has its tasks rerun by Dask (up to ``distributed.scheduler.allowed-failures`` times), and the
+    call returns every layer once or raises — never a partial report. A tensor that fails (NaN
+    values, a corrupt shard) fails the call with its file and name in the message.
+
+    Parameters
+    ----------
+    path_or_paths : a checkpoint (see :func:`vsfast.analyze`: a ``.safetensors`` file, a
+        directory of shards, a ``.pt``/``.pth``/``.bin`` state dict), or a sequence of them.
+    client : a ``distributed.Client``; default the current one, else a LocalCluster of one
+        single-threaded worker process per core of this machine, closed after the call.
+    method, k, conv_view, dtype : as in :func:`vsfast.analyze`.
+    bases : also compute and return each matrix's spaces (its bases travel back: (m + n) k
+        values a matrix).
+    progress : a progress bar over the tensors (tqdm).
+
+    Returns
+    -------
+    Report for one path; a list of Reports, in the paths' order, for a sequence.
+    """
+    from .analysis import Report, _check_options, _natural
+
+    _check_options(method, k, conv_view, "weights", dtype, 1, 0)
+    single = isinstance(path_or_paths, (str, os.PathLike))
+    paths = [Path(p) for p in ([path_or_paths] if single else path_or_paths)]
+    if not paths:
+        raise ValueError("path_or_paths: expected a checkpoint or a non-empty sequence of them")
+    plans = [_plan(path, i, conv_view) for i, path in enumerate(paths)]
+    tasks = [task for plan, _ in plans for task in plan]
+    options = dict(method=method, k=k, conv_view=conv_view, dtype=dtype)
+    with _using(client) as c:
+        results = _run(c, paths, tasks, options, bases, progress)
+    layers: list[list] = [[] for _ in paths]
+    for task, found in zip(tasks, results):
+        layers[task.checkpoint].extend(found)
+    reports = [Report(sorted(found, key=lambda layer: _natural(layer.name)), skipped, source=str(path))
+               for found, (_, skipped), path in zip(layers, plans, paths)]
+    return reports[0] if single else reports
+
+
+def _run(client, paths: list[Path], tasks: list[_Task], options: dict, bases: bool, progress: bool) -> list:
+    """Submit the tasks and gather their results, in order, once all are done; on the first
+    failure cancel the rest and raise it (a task names its tensors; a task whose workers all
+    died is named here)."""
+    from distributed import KilledWorker, as_completed
+
+    futures = [client.submit(_analyze_tensors, str(paths[t.checkpoint]), t.names, t.files, options, bases,
+                             pure=False, key=f"vsfast-analyze-{i}-{os.urandom(4).hex()}")
+               for i, t in enumerate(tasks)]
+    which = {future.key: task for future, task in zip(futures, tasks)}
+    bar = _progress(sum(len(t.names) for t in tasks), progress)
+    try:
+        for future in as_completed(futures):
+            task = which[future.key]
+            if future.status == "error":
+                exc = future.exception()  # before the cancel, which would release it
+                client.cancel(futures)
+                if isinstance(exc, KilledWorker):
+                    raise RuntimeError(f"{task.files[0]}: tensors {', '.join(map(repr, task.names))}: {exc}; "
+                                       "no report without them") from exc
+                raise exc
+            bar.update(len(task.names))
+        return client.gather(futures)
+    finally:
+        bar.close()
+
+
+def _progress(total: int, enabled: bool):
+    from .analysis import _progress as bar
+
+    return bar(total, enabled)
+
+
+@contextlib.contextmanager
+def _using(client) -> Iterator[Any]:
+    """The client given, else the current one, else a LocalCluster sized to this machine for the
+    length of the call."""
+    if client is None:
+        from distributed import default_client
+
+        try:
+            client = default_client()
+        except ValueError:  # no current client
+            pass
+    if client is not None:
+        yield client
+        return
+    with connect() as started:
+        yield started
+
+
+@contextlib.contextmanager
+def connect(scheduler: str | None = None, workers: int | None = None) -> Iterator[Any]:
+    """A ``distributed.Client`` for the length of a ``with`` block: to the scheduler at
+    ``scheduler`` (``tcp://host:8786``, or a scheduler file's path), or of a LocalCluster of
+    ``workers`` single-threaded worker processes (default: one per core this process may use).
+    The Dask dashboard's address is logged (the ``vsfast`` logger, INFO)."""
+    from distributed import Client, LocalCluster
+
+    if scheduler is not None and workers is not None:
+        raise ValueError("connect: give a scheduler address or a number of local workers, not both")
+    if scheduler is not None:
+        target = dict(scheduler_file=scheduler) if Path(scheduler).is_file() else dict(address=scheduler)
+        with Client(**target) as client:
+            log.info("Dask dashboard: %s", client.dashboard_link)
+            yield client
+        return
+    count = check_int(workers, "workers", low=1) if workers is not None else _usable_cores()
+    with LocalCluster(n_workers=count, threads_per_worker=1, processes=True) as cluster, Client(cluster) as client:
+        log.info("Dask dashboard: %s (a LocalCluster of %d worker processes)", client.dashboard_link, count)
+        yield client
+
+
+def _usable_cores() -> int:
+    """The cores this process may run on (its affinity mask where the system has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 # --- the blocks of a dask array -----------------------------------------------------------------
