@@ -227,3 +227,161 @@ def test_rank_zero_layer_is_reported_not_nan():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         report.to_rows()
+
+
+# ----------------------------------------------------------------------------- every weight matrix
+
+
+def singular_values(w) -> np.ndarray:
+    return np.linalg.svd(np.asarray(w, dtype=np.float64), compute_uv=False)
+
+
+def test_attention_query_key_value_are_found_apart():
+    torch.manual_seed(8)
+    model = nn.TransformerEncoderLayer(16, 4, dim_feedforward=32, batch_first=True).double()
+    report = vsfast.analyze(model)
+    names = [layer.name for layer in report]
+    assert names == ["self_attn.in_proj_weight[q]", "self_attn.in_proj_weight[k]", "self_attn.in_proj_weight[v]",
+                     "self_attn.out_proj", "linear1", "linear2"]
+    w = model.self_attn.in_proj_weight.detach().numpy()
+    for i, part in enumerate("qkv"):
+        layer = report[f"self_attn.in_proj_weight[{part}]"]
+        assert layer.kind == "attention" and layer.shape == (16, 16) and layer.weight_shape == (48, 16)
+        np.testing.assert_allclose(layer.singular_values, singular_values(w[16 * i:16 * (i + 1)]), rtol=1e-12)
+    separate = nn.MultiheadAttention(8, 2, kdim=5, vdim=3)
+    shapes = {layer.name: layer.shape for layer in vsfast.analyze(separate)}
+    assert shapes == {"q_proj_weight": (8, 8), "k_proj_weight": (8, 5), "v_proj_weight": (8, 3), "out_proj": (8, 8)}
+
+
+@pytest.mark.parametrize("module, matrix", [
+    (nn.Conv1d(3, 4, 5), lambda w: w.reshape(4, 15)),
+    (nn.Conv3d(2, 3, (2, 3, 2)), lambda w: w.reshape(3, 24)),
+    (nn.ConvTranspose2d(4, 6, 3), lambda w: w.reshape(4, 54).T),
+    (nn.ConvTranspose1d(4, 6, 3, groups=2),
+     lambda w: np.block([[w[:2].reshape(2, 9).T, np.zeros((9, 2))], [np.zeros((9, 2)), w[2:].reshape(2, 9).T]])),
+    (nn.Embedding(20, 6), lambda w: w),
+])
+def test_layer_types_as_their_exact_matrices(module, matrix):
+    torch.manual_seed(9)
+    module = module.double()
+    expected = matrix(module.weight.detach().numpy())
+    layer = vsfast.analyze(module)[0]
+    assert layer.shape == expected.shape
+    np.testing.assert_allclose(layer.singular_values, singular_values(expected), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(projector(layer.spaces.signal_rows), reference_spaces(expected)[2], atol=1e-10)
+
+
+def test_transposed_convolution_is_its_patch_map_painted_back():
+    # conv_transpose2d(x, W) = fold(W_patch @ (each input position's channels)): the patch view
+    # is the exact map from an input position to the output patch it adds to.
+    torch.manual_seed(10)
+    conv = nn.ConvTranspose2d(3, 2, 3, stride=2, bias=False).double()
+    x = torch.randn(1, 3, 4, 5, dtype=torch.float64)
+    w = layer_matrix(conv, "t", "patch")[0]
+    painted = w @ x.reshape(3, -1)
+    out = F.fold(painted.unsqueeze(0), output_size=(9, 11), kernel_size=3, stride=2)
+    torch.testing.assert_close(out, conv(x), rtol=1e-12, atol=1e-12)
+
+
+def test_recurrent_weights_ties_and_what_is_left_out():
+    torch.manual_seed(11)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(10, 4)
+            self.rnn = nn.LSTM(4, 5)
+            self.pos = nn.Parameter(torch.randn(1, 7, 4))
+            self.head = nn.Linear(4, 10, bias=False)
+            self.head.weight = self.embed.weight  # tied
+
+    net = Net()
+    report = vsfast.analyze(net)
+    assert [layer.name for layer in report] == ["embed", "rnn.weight_ih_l0", "rnn.weight_hh_l0"]
+    skipped = dict(report.skipped)
+    assert skipped["head"] == "the same tensor as embed.weight"
+    assert "params='all'" in skipped["pos"] and skipped["rnn.bias_ih_l0"] == "1-D"
+    everything = vsfast.analyze(net, params="all")
+    assert everything["pos"].shape == (7, 4)  # the leading axis of size 1 dropped
+    np.testing.assert_allclose(everything["pos"].singular_values, singular_values(net.pos.detach()[0]), rtol=1e-5)
+
+
+def test_spaces_wait_for_their_first_use():
+    layer = vsfast.analyze(nn.Linear(30, 20).double())[0]
+    assert layer._spaces is None
+    sp = layer.spaces
+    assert layer.spaces is sp and sp.rank == layer.rank
+    np.testing.assert_allclose(np.asarray(sp.singular_values), layer.singular_values, rtol=1e-12)
+
+
+def test_metrics_in_the_rows():
+    torch.manual_seed(12)
+    layer = nn.Linear(60, 40).double()
+    row = vsfast.analyze(layer).to_rows()[0]
+    s = singular_values(layer.weight.detach())
+    frob = np.linalg.norm(layer.weight.detach().numpy())
+    assert row["sigma_max"] == pytest.approx(s[0], rel=1e-12)
+    assert row["frobenius_norm"] == pytest.approx(frob, rel=1e-12)
+    assert row["stable_rank"] == pytest.approx(frob**2 / s[0] ** 2, rel=1e-12)
+    p = s / s.sum()
+    assert row["effective_rank"] == pytest.approx(np.exp(-np.sum(p * np.log(p))), rel=1e-10)
+    assert math.isfinite(row["alpha"]) and row["k"] == 40
+
+
+def test_default_k_is_the_whole_spectrum_up_to_the_limit(monkeypatch):
+    from vsfast import analysis
+
+    monkeypatch.setattr(analysis, "FULL_SPECTRUM_SIDE", 16)
+    monkeypatch.setattr(analysis, "DEFAULT_K", 2)
+    model = nn.Sequential(nn.Linear(16, 30), nn.Linear(60, 80))
+    report = vsfast.analyze(model)
+    assert [(layer.k, layer.method) for layer in report] == [(16, "exact"), (2, "randomized")]
+    assert math.isnan(report[1].effective_rank) and math.isfinite(report[0].effective_rank)
+    assert [(layer.k, layer.method) for layer in vsfast.analyze(model, k="all")] == [(16, "exact"), (60, "exact")]
+
+
+def test_inputs_in_batches_give_the_same_split():
+    model = small_cnn()
+    x = torch.rand(9, 1, 12, 12, dtype=torch.float64)
+    whole = vsfast.analyze(model, x, batch_size=100)
+    batched = vsfast.analyze(model, x, batch_size=2, keep_inputs=3)
+    for a, b in zip(whole, batched):
+        np.testing.assert_allclose(b.rejected_fraction, a.rejected_fraction, rtol=1e-12, atol=1e-15)
+        assert b.inputs.inputs.shape[0] == 3 and a.inputs.inputs.shape[0] == 9
+        np.testing.assert_allclose(b.inputs.residual, a.inputs.residual[:3], atol=1e-13)
+
+
+def test_inputs_of_attention_1d_and_transposed_convolutions_split_exactly():
+    torch.manual_seed(13)
+    attention = nn.MultiheadAttention(12, 3, batch_first=False).double()
+    x = torch.randn(4, 5, 12, dtype=torch.float64)  # (batch, sequence, features)
+
+    class Self(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = attention
+
+        def forward(self, x):
+            x = x.transpose(0, 1)  # attention without batch_first takes (sequence, batch, features)
+            return self.attn(x, x, x)[0]
+
+    with torch.no_grad():  # a rank-deficient query projection: part of every input is rejected
+        attention.in_proj_weight[:12, :4] = 0
+    layer = vsfast.analyze(Self(), x)["attn.in_proj_weight[q]"]
+    assert layer.inputs.inputs.shape == (4, 5, 12)  # batch first
+    wq = attention.in_proj_weight.detach()[:12]
+    residual = torch.from_numpy(layer.inputs.residual)
+    assert (residual @ wq.T).abs().max() < 1e-12 and layer.rejected_fraction.shape == (4,)
+
+    conv = nn.Conv1d(2, 3, 2, stride=2, bias=False).double()  # 3 outputs < 4 patch values
+    signal = torch.rand(3, 2, 8, dtype=torch.float64)
+    parts = vsfast.analyze(conv, signal)[0].inputs
+    assert conv(torch.from_numpy(parts.residual)).abs().max() < 1e-12
+
+    up = nn.ConvTranspose2d(5, 2, 2, bias=False).double()  # 5 channels into 8 outputs per position
+    with torch.no_grad():
+        up.weight[4] = up.weight[0]  # channel 4 repeats channel 0: their difference is invisible
+    pixels = torch.rand(2, 5, 3, 3, dtype=torch.float64)
+    parts = vsfast.analyze(up, pixels)[0].inputs
+    assert up(torch.from_numpy(parts.residual)).abs().max() < 1e-12
+    np.testing.assert_allclose(parts.signal + parts.residual, pixels.numpy(), atol=1e-14)

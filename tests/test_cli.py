@@ -41,7 +41,10 @@ def test_runtime_error_is_one_line_naming_the_file(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["analyze", "fcnn1", "--bogus"], "unrecognized arguments: --bogus"),
-    (["analyze", "vgg16"], "argument name: invalid choice: 'vgg16'"),
+    (["analyze", "vgg16"], "argument TARGET: expected fcnn1, fcnn5, resnet18, a checkpoint"),
+    (["analyze", "torchvision:"], "argument TARGET: expected torchvision:NAME"),
+    (["analyze", "fcnn1", "--k", "some"], "argument --k: expected a positive integer, got 'some'"),
+    (["bench"], "the following arguments are required: SHAPE|CHECKPOINT"),
     (["train", "fcnn1", "--epochs", "0"], "argument --epochs: expected a positive integer, got 0"),
     ([], "the following arguments are required: COMMAND"),
 ])

@@ -278,23 +278,29 @@ def _torch_load(torch, path: Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mapped)
     except Exception as exc:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, EOFError, ...
-        if "Unsupported global" in str(exc) or "weights_only" in str(exc).lower():
-            found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
-            what = f" (it pickles {found.group(1)})" if found else ""
-            raise CheckpointError(path, f"not a state dict: torch.load(weights_only=True) refuses it{what}; "
-                                        "save model.state_dict() instead of the model") from None
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        text = " ".join(str(exc).split())
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        if found:
+            raise CheckpointError(path, f"not a state dict: torch.load(weights_only=True) refuses it (it pickles "
+                                        f"{found.group(1)}); save model.state_dict() instead of the model") from None
+        # torch's own explanation sits between these words; the rest is advice about weights_only=False
+        detail = re.search(r"WeightsUnpickler error: (.*?)(?: Check the documentation|$)", text)
+        cause = detail.group(1) if detail else f"{type(exc).__name__}: {text}"
         what = "not a readable torch file" if mapped else "not a torch file: no zip archive, nor a legacy torch pickle"
-        raise CheckpointError(path, f"{what} ({type(exc).__name__}: {first})") from None
+        raise CheckpointError(path, f"{what} ({cause.strip()})") from None
 
 
 # ----------------------------------------------------------------------------- reading
 
 
-def _widen(raw: np.ndarray, dtype: str) -> np.ndarray:
-    """Values of a float16 or bfloat16 tensor as float32 (bfloat16 is float32's upper half)."""
-    if dtype == "float16":
-        return raw.astype(np.float32)
+# How numpy reads each dtype from the file (bfloat16's bits as uint16, widened by _widen).
+_NUMPY_DTYPES = {"float64": "<f8", "float32": "<f4", "float16": "<f2", "bfloat16": "<u2", "int64": "<i8",
+                 "int32": "<i4", "int16": "<i2", "int8": "i1", "uint64": "<u8", "uint32": "<u4", "uint16": "<u2",
+                 "uint8": "u1", "bool": "?"}
+
+
+def _widen(raw: np.ndarray) -> np.ndarray:
+    """bfloat16 values (their bits as uint16) as float32: bfloat16 is float32's upper half."""
     return (raw.astype(np.uint32) << 16).view(np.float32)
 
 
@@ -332,14 +338,23 @@ class Checkpoint:
         if info.dtype not in FLOAT_DTYPES:
             raise CheckpointError(info.file, f"tensor {info.name!r} has dtype {info.dtype}; vsfast reads "
                                              f"{', '.join(FLOAT_DTYPES)}")
+        values = self.read_stored(info)
+        return values.astype(np.float32) if values.dtype == np.float16 else values
+
+    def read_stored(self, info: TensorInfo | str) -> np.ndarray:
+        """The tensor's values in the dtype they are stored in (bfloat16, which numpy lacks, as
+        float32), read-only where they are read in place; ValueError for a dtype numpy lacks."""
+        info = self.info(info) if isinstance(info, str) else info
         if info.offset is None:
             return self._read_torch(info)
-        if info.nbytes == 0:
-            return np.zeros(info.shape, np.float64 if info.dtype == "float64" else np.float32)
-        stored = {"float64": "<f8", "float32": "<f4", "float16": "<f2", "bfloat16": "<u2"}[info.dtype]
+        if info.dtype not in _NUMPY_DTYPES:
+            raise CheckpointError(info.file, f"tensor {info.name!r} has dtype {info.dtype}, which vsfast does not read")
         count = math.prod(info.shape)
-        raw = np.frombuffer(self._map(info.file), dtype=stored, count=count, offset=info.offset).reshape(info.shape)
-        return raw if info.dtype in ("float32", "float64") else _widen(raw, info.dtype)
+        if count == 0:
+            return np.zeros(info.shape, _NUMPY_DTYPES[info.dtype] if info.dtype != "bfloat16" else np.float32)
+        raw = np.frombuffer(self._map(info.file), dtype=_NUMPY_DTYPES[info.dtype], count=count,
+                            offset=info.offset).reshape(info.shape)
+        return _widen(raw) if info.dtype == "bfloat16" else raw
 
     def release(self, info: TensorInfo | str) -> None:
         """Hand back the resident pages of a tensor read from a memory map (they are the file's,
@@ -370,9 +385,12 @@ class Checkpoint:
 
     def _read_torch(self, info: TensorInfo) -> np.ndarray:
         tensor = self._torch[info.file][info.name]
-        if info.dtype in ("float16", "bfloat16"):
+        if info.dtype == "bfloat16":
             tensor = tensor.float()
-        return tensor.detach().numpy()
+        try:
+            return tensor.detach().numpy()
+        except TypeError as exc:  # a dtype numpy lacks (float8, complex32, ...)
+            raise CheckpointError(info.file, f"tensor {info.name!r}: {exc}") from None
 
 
 def read_tensor(path: str | os.PathLike, name: str) -> np.ndarray:

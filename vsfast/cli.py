@@ -1,4 +1,5 @@
-"""The ``vsfast`` command: the paper's MNIST networks analysed, inverted, trained, and the demo.
+"""The ``vsfast`` command: any model or checkpoint analysed (``analyze``), large layers timed
+against torch (``bench``), and the paper's MNIST networks inverted, trained, and demonstrated.
 
 Exit status: 0 on success, 1 when the run fails (one line ``vsfast: error: ...`` on stderr; the
 traceback too with ``-v``), 2 for a usage error. Progress goes through the ``vsfast`` logger,
@@ -12,6 +13,8 @@ import argparse
 import contextlib
 import json
 import logging
+import os
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -37,21 +40,74 @@ def _model(args: argparse.Namespace):
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
+    kind, target = args.target
+    if kind == "mnist":
+        return _analyze_mnist(args, target)
+    from .analysis import analyze
+    from .report import summary, write_analysis
+
+    if kind == "checkpoint" and (args.data or args.weights):
+        option = "--data" if args.data else "--weights"
+        raise ValueError(f"{option}: {target} is a checkpoint, weights only; name its model to use {option}")
+    if kind == "checkpoint":
+        model = target
+    else:
+        from .nn import load_model
+
+        model = load_model(target, weights=args.weights, device=args.device)
+    inputs = _inputs_file(args.data) if args.data else None
+    report = analyze(model, inputs, method=args.method, k=args.k, conv_view=args.conv_view, params=args.params,
+                     batch_size=args.batch_size, device=args.device if kind == "checkpoint" else None,
+                     progress=args.progress)
+    page = write_analysis(report, args.out, title=f"vsfast: {target}")
+    print(summary(report))
+    print(f"report: {page.resolve()}")
+    return 0
+
+
+def _inputs_file(path: str):
+    """A .npy array of inputs, read without running code (no pickles)."""
+    import numpy as np
+
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no inputs file {path}") from None
+    except ValueError as exc:
+        raise ValueError(f"{path}: not a .npy array of numbers ({exc})") from None
+
+
+def _analyze_mnist(args: argparse.Namespace, name: str) -> int:
     from .analysis import jsonable
     from .mnist import load
     from .mnist.report import analyze_model
     from .report import write_html
 
+    args.name = name
     model = _model(args)
     images, labels = load("test", progress=args.progress)
-    report, section = analyze_model(args.name, args.out, images[:args.inputs], labels[:args.inputs],
+    report, section = analyze_model(name, args.out, images[:args.inputs], labels[:args.inputs],
                                     method=args.method, k=args.k, conv_view=args.conv_view, model=model,
                                     progress=args.progress)
-    page = write_html(Path(args.out) / "report.html", f"vsfast: {args.name} as vector spaces", [section])
-    (Path(args.out) / "summary.json").write_text(json.dumps(jsonable({args.name: report.to_dict()}), indent=1) + "\n")
+    out = Path(args.out)
+    page = write_html(out / "report.html", f"vsfast: {name} as vector spaces", [section])
+    (out / "summary.json").write_text(json.dumps(jsonable({name: report.to_dict()}), indent=1) + "\n")
+    (out / "layers.json").write_text(report.to_json(indent=1) + "\n")
+    report.to_csv(out / "layers.csv")
     for paragraph in section.paragraphs:
         print(paragraph)
     print(f"report: {page.resolve()}")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from . import bench
+
+    rows = bench.run(args.targets, k=args.k, rounds=args.rounds, exact=args.exact, max_shapes=args.max_shapes,
+                     progress=args.progress)
+    print(bench.table(rows))
+    path = bench.write_json(rows, args.out, command=" ".join(["vsfast", *args.argv]))
+    print(f"results: {path.resolve()}")
     return 0
 
 
@@ -82,6 +138,30 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _target(text: str) -> tuple[str, str]:
+    """What ``vsfast analyze`` analyses: (kind, name). A bare word that is no model name, no
+    existing path and no import string is a usage error (exit status 2); a path that looks like
+    one but is missing, an unknown torchvision model or an import that fails are run-time errors."""
+    if text in MODELS:
+        return "mnist", text
+    if text.startswith("torchvision:"):
+        if not re.fullmatch(r"\w+", text.removeprefix("torchvision:")):
+            raise argparse.ArgumentTypeError(f"expected torchvision:NAME (e.g. torchvision:vit_b_16), got {text!r}")
+        return "torchvision", text
+    if Path(text).exists():
+        return "checkpoint", text
+    if re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*", text):
+        return "factory", text
+    if "/" in text or os.sep in text or Path(text).suffix in (".safetensors", ".pt", ".pth", ".bin", ".json"):
+        return "checkpoint", text
+    raise argparse.ArgumentTypeError(f"expected {', '.join(MODELS)}, a checkpoint (file or directory), "
+                                     f"torchvision:NAME or package.module:factory; got {text!r}")
+
+
+def _k(text: str) -> int | str:
+    return "all" if text == "all" else _count(text)
+
+
 def _count(text: str) -> int:
     """A positive integer option: a bad value is a usage error (exit status 2)."""
     try:
@@ -104,7 +184,8 @@ def _common_options(parser: argparse.ArgumentParser, default) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="vsfast", description="The paper's MNIST networks as vector spaces: analysed, inverted, trained.",
+        prog="vsfast", description="Neural-network layers as vector spaces: any model or checkpoint analysed, "
+                                   "large layers benchmarked, the paper's MNIST networks inverted and trained.",
         epilog="Exit status: 0 success, 1 failure (one line on stderr; -v adds the traceback), 2 usage error.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     _common_options(parser, False)
@@ -121,16 +202,42 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="vsfast-demo", help="output directory (default: %(default)s)")
     demo.add_argument("--full", action="store_true", help="also include ResNet18")
 
-    analyze = command("analyze", _cmd_analyze, "the spaces of every layer of an MNIST network: figures, tables, "
-                                               "report.html")
-    analyze.add_argument("name", choices=MODELS, help="which network")
-    analyze.add_argument("--weights", help="a .safetensors file with its card (default: the shipped weights)")
+    analyze = command("analyze", _cmd_analyze, "every weight matrix of a model or checkpoint: spectra, metrics, "
+                                               "layers.csv, layers.json, figures, report.html")
+    analyze.add_argument("target", type=_target, metavar="TARGET",
+                         help=f"{'|'.join(MODELS)} (the paper's MNIST networks), a checkpoint (.safetensors, a "
+                              "directory of shards, a .pt/.pth state dict), torchvision:NAME (random weights "
+                              "unless --weights) or package.module:factory (a function returning a torch module)")
+    analyze.add_argument("--weights", help="a state dict (.safetensors or .pt) for the model (the MNIST networks: "
+                                           "a .safetensors file with its card; default: the shipped weights)")
     analyze.add_argument("--out", default="vsfast-analysis", help="output directory (default: %(default)s)")
-    analyze.add_argument("--inputs", type=_count, default=1000, help="test digits to decompose (default: %(default)s)")
+    analyze.add_argument("--inputs", type=_count, default=1000,
+                         help="MNIST networks: test digits to decompose (default: %(default)s)")
+    analyze.add_argument("--data", help="other models: a .npy array of inputs (N x the model's input shape)")
+    analyze.add_argument("--batch-size", type=_count, default=64,
+                         help="inputs run through the model this many at a time (default: %(default)s)")
     analyze.add_argument("--method", choices=["auto", "exact", "randomized"], default="auto")
-    analyze.add_argument("--k", type=_count, help="top-k singular triplets per layer (default: all)")
+    analyze.add_argument("--k", type=_k, help="top-k singular values per matrix, or 'all' (default: all up to "
+                                             "2048 on the smaller side, the top 256 beyond)")
     analyze.add_argument("--conv-view", choices=["patch", "kernel"], default="patch",
                          help="convolutions as patch maps or as stacks of kernels (default: %(default)s)")
+    analyze.add_argument("--params", choices=["weights", "all"], default="weights",
+                         help="modules: the weights of known layers, or every parameter of 2+ dimensions")
+    analyze.add_argument("--device", help="where to compute: cpu (default), cuda, cuda:1, ... (needs torch and "
+                                          "vsfast's CUDA module)")
+
+    bench = command("bench", _cmd_bench, "time vsfast against torch.svd_lowrank and torch.linalg.svd on your "
+                                         "shapes or checkpoint: a table and a JSON file")
+    bench.add_argument("targets", nargs="+", metavar="SHAPE|CHECKPOINT",
+                       help="matrix shapes such as 4096x11008 or 32x512x4608 (a batch), or one checkpoint")
+    bench.add_argument("--k", type=_count, default=64, help="singular triplets of the randomized SVDs "
+                                                           "(default: %(default)s)")
+    bench.add_argument("--rounds", type=_count, default=3, help="timed rounds, interleaved (default: %(default)s)")
+    bench.add_argument("--exact", choices=["auto", "yes", "no"], default="auto",
+                       help="time the exact SVDs too (auto: where the smaller side is at most 2048)")
+    bench.add_argument("--max-shapes", type=_count, default=6,
+                       help="a checkpoint's largest distinct shapes timed (default: %(default)s)")
+    bench.add_argument("--out", default="vsfast-bench.json", help="the JSON file written (default: %(default)s)")
 
     invert = command("invert", _cmd_invert, "inputs that make an MNIST network produce the paper's per-class targets")
     invert.add_argument("name", choices=MODELS, help="which network")
@@ -188,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help or --version (0), a usage error (2): argparse has said why
         return exc.code if isinstance(exc.code, int) else 2
     args.progress = not args.quiet and sys.stderr.isatty()
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     with _logging(args):
         try:
             return args.func(args)

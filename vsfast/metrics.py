@@ -144,7 +144,8 @@ def _ks_distances(logs: np.ndarray, alphas: np.ndarray, tail: np.ndarray) -> np.
         # (x_j / x_i)^(1 - alpha_i) - 1 + (j - i)/n_i for j from `begin` on, in place
         gap = logs[None, begin:] - logs[cand, None]
         gap *= (1.0 - alphas[cand])[:, None]
-        np.exp(gap, out=gap)
+        with np.errstate(over="ignore"):  # j < i overflows; those entries are dropped below
+            np.exp(gap, out=gap)
         offset = np.arange(begin, count)[None, :] - cand[:, None]
         gap += offset / tail[cand, None] - 1.0
         np.abs(gap, out=gap)

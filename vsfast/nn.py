@@ -3,12 +3,18 @@ networks, their chains of linear maps and activations (:func:`chain_layers`)."""
 
 from __future__ import annotations
 
+import importlib
 import math
+import os
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["WeightView", "activation_spec", "chain_layers", "conv_matrix", "model_failures", "weight_views"]
+import numpy as np
+
+__all__ = ["WeightView", "activation_spec", "chain_layers", "conv_matrix", "load_model", "load_weights", "model_failures",
+           "weight_views"]
 
 CONV_VIEWS = ("patch", "kernel")
 PARAMS = ("weights", "all")
@@ -258,3 +264,79 @@ def _unreadable(param: Any) -> str | None:
     if param.device.type == "meta":
         return "on the meta device (no values)"
     return None
+
+
+# ----------------------------------------------------------------------------- models by name
+
+
+def load_model(spec: str, *, weights: str | os.PathLike | None = None, device: Any = None):
+    """A torch model named by a string, in eval mode: ``"torchvision:NAME"`` (built with random
+    weights, seeded with 0, by ``torchvision.models.get_model``) or ``"package.module:factory"``
+    (the module imported, from the current directory too, and ``factory()`` called). With
+    ``weights``, a state dict file (.safetensors or .pt, see :mod:`vsfast.checkpoint`) is
+    loaded into it, every name and shape matching; with ``device``, it is moved there.
+
+    Every failure is one error naming the model or file and the cause: ValueError (unknown
+    name, bad weights), ImportError (torch missing, a module that does not import) or
+    RuntimeError (a factory that raised).
+    """
+    try:
+        import torch
+    except ImportError:
+        raise ImportError(f"loading {spec} needs torch: pip install vsfast[torch]") from None
+    torch.manual_seed(0)
+    model = _torchvision(spec) if spec.startswith("torchvision:") else _from_factory(spec)
+    if weights is not None:
+        load_weights(model, weights)
+    if device is not None:
+        model = model.to(device)
+    return model.eval()
+
+
+def _torchvision(spec: str):
+    name = spec.removeprefix("torchvision:")
+    try:
+        import torchvision
+    except ImportError:
+        raise ImportError(f"{spec} needs torchvision: pip install vsfast[torch]") from None
+    if name.lower() not in torchvision.models.list_models():
+        raise ValueError(f"{spec}: no such torchvision model (torchvision.models.list_models() names them)")
+    return torchvision.models.get_model(name.lower(), weights=None)
+
+
+def _from_factory(spec: str):
+    from torch import nn
+
+    module_name, _, factory_name = spec.partition(":")
+    if os.getcwd() not in sys.path:  # a user's own module sits where the command runs
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001 - importing a user's module may raise anything
+        raise ImportError(f"{spec}: importing {module_name} failed ({type(exc).__name__}: {exc})") from exc
+    factory = getattr(module, factory_name, None)
+    if not callable(factory):
+        raise ValueError(f"{spec}: {module_name} has no function {factory_name}")
+    try:
+        model = factory()
+    except Exception as exc:  # noqa: BLE001
+        raise RuntimeError(f"{spec}: {factory_name}() raised {type(exc).__name__}: {exc}") from exc
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"{spec}: {factory_name}() returned a {type(model).__name__}, expected a torch.nn.Module")
+    return model
+
+
+def load_weights(model: Any, path: str | os.PathLike) -> None:
+    """Load the state dict in ``path`` (any checkpoint :mod:`vsfast.checkpoint` reads) into
+    ``model``, in place; ValueError naming the file when its names or shapes do not match."""
+    import torch
+
+    from .checkpoint import Checkpoint, CheckpointError
+
+    with Checkpoint(path) as reader:
+        state = {info.name: torch.from_numpy(np.array(reader.read_stored(info))) for info in reader.tensors}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        text = " ".join(str(exc).split())
+        raise CheckpointError(path, f"does not fit the model: {text[:300]}") from None
