@@ -29,9 +29,9 @@ from conftest import EPS, orthonormality_error, with_spectrum  # noqa: E402
 
 @pytest.fixture(scope="module")
 def client():
-    """Two worker processes of one thread each, on 127.0.0.1, no dashboard: the cluster every
-    test of this module shares (the current client while they run)."""
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
+    """Two worker processes of one thread each, on 127.0.0.1 (the dashboard on a free port): the
+    cluster every test of this module shares (the current client while they run)."""
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0",
                       worker_dashboard_address=None) as cluster, Client(cluster) as c:
         yield c
 
@@ -157,6 +157,33 @@ def test_a_worker_killed_mid_analysis_loses_and_duplicates_no_layer(client, tmp_
     report = result["report"]
     assert len(report) == 40 and len({layer.name for layer in report}) == 40
     same_report(report, vsfast.analyze(path))
+
+
+def test_the_command_analyses_a_zoo_on_the_cluster(client, checkpoint, tmp_path, caplog, capsys):
+    from vsfast import cli
+
+    rng = np.random.default_rng(11)
+    other = tmp_path / "other.safetensors"
+    save(other, {"w": rng.standard_normal((30, 20)).astype(np.float32)})
+    out = tmp_path / "out"
+    caplog.set_level("INFO", logger="vsfast")
+    status = cli.main(["analyze", str(checkpoint), str(other), "--scheduler", client.scheduler.address, "--k", "5",
+                       "--out", str(out)])
+    assert status == 0
+    assert "Dask dashboard: " in caplog.text
+    for folder, path in [("model", checkpoint), ("other", other)]:
+        written = json.loads((out / folder / "layers.json").read_text())
+        assert written == json.loads(vsfast.analyze(path, k=5).to_json())
+    assert capsys.readouterr().out.count("report: ") == 2
+
+
+def test_the_command_takes_checkpoints_only_on_a_cluster(client, checkpoint, capsys):
+    from vsfast import cli
+
+    address = client.scheduler.address
+    assert cli.main(["analyze", "fcnn1", "--scheduler", address]) == 1
+    assert "fcnn1: a model, not a checkpoint" in capsys.readouterr().err
+    assert cli.main(["analyze", str(checkpoint), "--scheduler", address, "--workers", "2"]) == 2
 
 
 def test_analyze_refuses_bad_arguments(checkpoint):
