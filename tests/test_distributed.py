@@ -39,9 +39,8 @@ def client():
 # --- analyze ----------------------------------------------------------------------------------
 
 def save(path, tensors: dict) -> None:
-    from safetensors.numpy import save_file
-
-    save_file(tensors, str(path))
+    safetensors = pytest.importorskip("safetensors.numpy")
+    safetensors.save_file(tensors, str(path))
 
 
 def same_report(got, want) -> None:
@@ -327,3 +326,14 @@ def test_rsvd_takes_integers_as_float64(client):
 def test_rsvd_refuses_bad_arguments(x, k, error, match):
     with pytest.raises(error, match=match):
         vd.rsvd(x, k)
+
+
+def test_the_command_starts_a_local_cluster_of_n_workers(checkpoint, tmp_path, caplog):
+    """Last in this file: it starts (and closes) a cluster of its own beside the module's."""
+    from vsfast import cli
+
+    caplog.set_level("INFO", logger="vsfast")
+    assert cli.main(["analyze", str(checkpoint), "--workers", "1", "--k", "5", "--out", str(tmp_path)]) == 0
+    assert "a LocalCluster of 1 worker processes" in caplog.text and "on 1 Dask workers" in caplog.text
+    assert json.loads((tmp_path / "layers.json").read_text()) == json.loads(vsfast.analyze(checkpoint, k=5).to_json())
+
