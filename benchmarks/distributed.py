@@ -11,7 +11,8 @@ per method: the median wall time of interleaved rounds, the spectral-norm error
 per result one float64 pass for X^T U), the bytes the workers sent each other during one call
 (Dask's own counters, Worker.transfer_outgoing_bytes_total), and a projection of the time on 4
 and 16 workers from the measured per-chunk costs (Dask's task stream). The GEMM floor row does
-the (2q + 2) passes of products a randomized SVD cannot avoid, one numpy task per chunk and pass.
+the (2q + 2) products over one chunk that a randomized SVD cannot avoid, timed on one thread in the
+client, times the chunks each worker holds.
 The table is printed and written as the distributed.py section of benchmarks/RESULTS.md.
 """
 
@@ -111,19 +112,24 @@ def run_dask(x: da.Array, k: int, seed: int, iterator: str = "power"):
     return u, s, vh
 
 
-def _floor_passes(block: np.ndarray, z: np.ndarray, passes: int) -> float:
-    y = block @ z
-    for i in range(1, passes):
-        y = block.T @ y if i % 2 else block @ y
-    return float(y[0, 0])
+def floor_per_worker(x: da.Array, k: int, workers: int):
+    """The (2q + 2) products over one chunk, alternately X Z and X^T Y, timed here on one thread
+    with numpy's OpenBLAS; times the chunks a worker holds, it is the compute one call cannot
+    avoid on `workers` workers (no scheduling, no transfers). Returns a callable for the timing
+    rounds and the factor to scale its time by."""
+    from threadpoolctl import threadpool_limits
 
+    block = x.blocks[0, 0].compute()
+    z = np.random.default_rng(0).standard_normal((x.shape[1], k + OVERSAMPLE)).astype(np.float32)
 
-def run_floor(x: da.Array, k: int):
-    """The (2q + 2) products over X, alternately X Z and X^T Y, one numpy task per chunk."""
-    z = dask.delayed(np.ones((x.shape[1], k + OVERSAMPLE), np.float32))
-    parts = [dask.delayed(_floor_passes)(block, z, 2 * POWER_ITERS + 2) for block in x.to_delayed()[:, 0]]
-    dask.compute(*parts)
-    return None
+    def passes():
+        with threadpool_limits(1, user_api="blas"):
+            y = block @ z
+            for i in range(1, 2 * POWER_ITERS + 2):
+                y = block.T @ y if i % 2 else block @ y
+        return None
+
+    return passes, math.ceil(x.numblocks[0] / workers)
 
 
 # --- measuring ----------------------------------------------------------------------------------
@@ -185,13 +191,14 @@ def main() -> None:
                                                                                                          seed),
             f"dask svd_compressed, q={POWER_ITERS} (iterator='QR')": lambda seed: run_dask(x, args.k, seed, "QR"),
             f"vsfast.distributed.rsvd, q=1": lambda seed: run_vsfast(x, args.k, seed, power_iters=1),
-            f"GEMM floor: {2 * POWER_ITERS + 2} numpy passes": lambda seed: run_floor(x, args.k),
         }
+        floor, floor_chunks = floor_per_worker(x, args.k, args.workers)
         results = {name: fn(0) for name, fn in methods.items()}  # warm-up, and the results whose error counts
         errors = {name: spectral_error(x, gram, *r) for name, r in results.items() if r is not None}
         del results
         times = {name: [] for name in methods}
         transfers, busy = {}, {name: [] for name in methods}
+        floor_times = []
         for rnd in range(args.rounds):  # interleaved, so that the machine's load weighs on all alike
             for name, fn in methods.items():
                 time.sleep(0.3)
@@ -199,6 +206,10 @@ def main() -> None:
                 times[name].append(wall)
                 busy[name].append(b)
                 transfers[name] = moved
+            time.sleep(0.3)
+            start = time.perf_counter()
+            floor()
+            floor_times.append((time.perf_counter() - start) * floor_chunks)
 
     median = {name: float(np.median(t)) for name, t in times.items()}
     ours = median[next(iter(methods))]
@@ -210,6 +221,11 @@ def main() -> None:
                      f"{transfers[name] / 1e6:.1f} MB",
                      f"{projection(median[name], b, chunks, 4, args.workers):.2f} s",
                      f"{projection(median[name], b, chunks, 16, args.workers):.2f} s"])
+    floor_time = float(np.median(floor_times))
+    rows.append([f"GEMM floor: the {2 * POWER_ITERS + 2} products on one chunk (numpy, 1 thread, in the client) "
+                 f"× {floor_chunks} chunks a worker", f"{floor_time:.2f} s", f"{floor_time / ours:.2f}×", "–", "–",
+                 f"{floor_time / floor_chunks * math.ceil(chunks / 4):.2f} s",
+                 f"{floor_time / floor_chunks * math.ceil(chunks / 16):.2f} s"])
     title = (f"{args.rows:,} × {args.cols} float32 (layer-like spectrum) in {chunks} row chunks of "
              f"{args.chunk_rows:,}, k = {args.k}, oversampling {OVERSAMPLE}, {POWER_ITERS} power iterations, "
              f"LocalCluster of {args.workers} worker processes × 1 thread; median of {args.rounds} interleaved rounds. "
