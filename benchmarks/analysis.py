@@ -64,7 +64,7 @@ def singular_value_error(mats, computed) -> float:
 def resnet_row(rounds: int):
     model, which = resnet18()
     mats = weights(model)
-    ours = median_time(lambda: vsfast.analyze(model), rounds)
+    ours = median_time(lambda: vsfast.analyze(model, bases=True), rounds)  # spaces, as torch's U, S, Vh
     torch_time = median_time(lambda: [torch.linalg.svd(w, full_matrices=False) for w in mats], rounds)
     arrays = [w.numpy() for w in mats]
     paper = median_time(lambda: [paper_reference(a) for a in arrays], 1, warmup=0)
@@ -81,7 +81,7 @@ def llm_row(rounds: int, layers: int, numpy_layers: int):
     mats = [module.weight for module in model]
 
     def ours_fn():
-        return vsfast.analyze(model, k=K)
+        return vsfast.analyze(model, k=K, bases=True)
 
     def torch_fn():
         return [torch.svd_lowrank(w, q=K + OVERSAMPLE, niter=POWER_ITERS) for w in mats]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +14,8 @@ import scipy_openblas32
 import torch
 
 import vsfast
+# One home for these: `vsfast bench` measures the same way.
+from vsfast.bench import cpu_model, interleaved_medians, usable_cores  # noqa: F401 (used by the scripts)
 
 K, OVERSAMPLE, POWER_ITERS = 64, 10, 2
 RSVD_SHAPES = [(512, 4608), (4096, 4096), (4096, 11008), (32, 512, 4608)]
@@ -55,27 +56,6 @@ def threaded(fn):
 RESULTS = Path(__file__).with_name("RESULTS.md")
 # The machine's load when the script started: on a shared machine it says how far to trust a run.
 _LOAD_AT_START = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-
-
-def cpu_model() -> str:
-    """The processor's model name from /proc/cpuinfo (Linux), else what platform knows."""
-    import platform
-
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its affinity mask), not the machine's total."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def openblas_version() -> str:
@@ -176,25 +156,6 @@ def median_time(fn, rounds: int, warmup: int = 1, settle: float = 0.3) -> float:
     """Median wall time of ``rounds`` calls after ``warmup`` ones, each after a ``settle``-second
     pause (see :func:`interleaved_medians`)."""
     return interleaved_medians([fn], rounds, warmup, settle)[0]
-
-
-def interleaved_medians(fns, rounds: int, warmup: int = 1, settle: float = 0.3) -> list[float]:
-    """Median wall time of each callable, timed in turn within every round, so that a change in
-    the machine's load (a shared VM's neighbours come and go within minutes) weighs on all of them
-    alike and their ratios stay meaningful. Each timed call waits ``settle`` seconds first:
-    OpenBLAS's and OpenMP's threads spin for up to about 0.1 s after their last call, and would
-    otherwise share the cores with whatever is timed next."""
-    for fn in fns:
-        for _ in range(warmup):
-            fn()
-    times = [[] for _ in fns]
-    for _ in range(rounds):
-        for fn, t in zip(fns, times):
-            time.sleep(settle)
-            start = time.perf_counter()
-            fn()
-            t.append(time.perf_counter() - start)
-    return [float(np.median(t)) for t in times]
 
 
 def layer_like(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:

@@ -306,12 +306,21 @@ def test_recurrent_weights_ties_and_what_is_left_out():
     np.testing.assert_allclose(everything["pos"].singular_values, singular_values(net.pos.detach()[0]), rtol=1e-5)
 
 
-def test_spaces_wait_for_their_first_use():
-    layer = vsfast.analyze(nn.Linear(30, 20).double())[0]
+def test_spaces_wait_for_their_first_use_unless_asked_for():
+    model = nn.Sequential(nn.Linear(30, 20), nn.Linear(20, 20), nn.Linear(20, 20)).double()
+    layer = vsfast.analyze(model)[0]
     assert layer._spaces is None
     sp = layer.spaces
     assert layer.spaces is sp and sp.rank == layer.rank
     np.testing.assert_allclose(np.asarray(sp.singular_values), layer.singular_values, rtol=1e-12)
+    eager = vsfast.analyze(model, bases=True)
+    assert all(entry._spaces is not None for entry in eager)
+    for entry, module in zip(eager, model):
+        assert isinstance(entry.spaces.signal, torch.Tensor)  # the weights' kind
+        np.testing.assert_allclose(projector(entry.spaces.signal_rows),
+                                   reference_spaces(module.weight.detach().numpy())[2], atol=1e-10)
+    with pytest.raises(ValueError, match="bases: a checkpoint holds weights only"):
+        vsfast.analyze("model.safetensors", bases=True)
 
 
 def test_metrics_in_the_rows():
@@ -385,3 +394,27 @@ def test_inputs_of_attention_1d_and_transposed_convolutions_split_exactly():
     parts = vsfast.analyze(up, pixels)[0].inputs
     assert up(torch.from_numpy(parts.residual)).abs().max() < 1e-12
     np.testing.assert_allclose(parts.signal + parts.residual, pixels.numpy(), atol=1e-14)
+
+
+gpu_torch = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@gpu_torch
+@pytest.mark.skipif(not vsfast.cuda_available(), reason="needs vsfast's CUDA module")
+def test_a_cuda_model_is_analysed_on_its_gpu():
+    model = small_cnn()
+    x = torch.rand(5, 1, 12, 12, dtype=torch.float64)
+    on_cpu = vsfast.analyze(model, x, batch_size=2)
+    on_gpu = vsfast.analyze(model.cuda(), x, batch_size=2)
+    for a, b in zip(on_cpu, on_gpu):
+        assert b.name == a.name and b.rank == a.rank
+        np.testing.assert_allclose(b.singular_values, a.singular_values, rtol=1e-10, atol=1e-12 * a.sigma_max)
+        np.testing.assert_allclose(b.rejected_fraction, a.rejected_fraction, atol=1e-10)
+        assert b.spaces.signal.is_cuda
+
+
+@gpu_torch
+@pytest.mark.skipif(vsfast.cuda_available(), reason="vsfast's CUDA module is built")
+def test_a_cuda_model_without_the_cuda_module_is_one_clear_error():
+    with pytest.raises(TypeError, match="built without its CUDA module"):
+        vsfast.analyze(nn.Linear(4, 3).cuda())

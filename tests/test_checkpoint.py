@@ -42,7 +42,8 @@ def test_header_and_values_match_the_safetensors_library(tmp_path, rng):
             assert info.shape == expected.shape and info.dtype == expected.dtype.name
             assert info.file == path and info.nbytes == expected.nbytes
             # The offset is where the tensor's bytes are.
-            assert raw[info.offset:info.offset + info.nbytes] == expected.astype(expected.dtype.newbyteorder("<")).tobytes()
+            little_endian = expected.astype(expected.dtype.newbyteorder("<"))
+            assert raw[info.offset:info.offset + info.nbytes] == little_endian.tobytes()
             np.testing.assert_array_equal(reader.read_stored(info), expected)
             if expected.dtype.kind == "f":
                 got = reader.read(info)

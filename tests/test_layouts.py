@@ -5,8 +5,6 @@ its spectral norm within 1e-4 of float64 numpy's; the others are listed as skipp
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
@@ -31,9 +29,10 @@ def check_every_tensor(report, tensors: dict[str, np.ndarray]) -> None:
         if value.ndim < 2 or value.dtype.kind != "f" or isinstance(rule, str):
             assert name in skipped, name
             continue
-        for entry, _, _, to_matrix in rule:
-            expected = spectral_norm(to_matrix(value))
-            assert report[entry].sigma_max == pytest.approx(expected, rel=1e-4, abs=1e-30), entry
+        for mv in rule:
+            expected = spectral_norm(mv.take(value))
+            assert report[mv.name].shape == mv.shape == mv.take(value).shape
+            assert report[mv.name].sigma_max == pytest.approx(expected, rel=1e-4, abs=1e-30), mv.name
     assert len(report) + len(skipped) >= len(tensors)
 
 
@@ -112,13 +111,14 @@ def test_matrix_rules():
     assert matrix_views("step", ()) == "a scalar"
     assert matrix_views("cls", (1, 1, 7))[0][:3] == ("cls", "matrix", "dense")  # a 1 x 7 row
     assert matrix_views("empty", (0, 4)).startswith("empty")
-    (name, kind, view, fn), = matrix_views("conv.weight", (8, 3, 5, 5))
-    assert (kind, view, fn(np.zeros((8, 3, 5, 5))).shape) == ("conv2d", "patch", (8, 75))
-    (_, _, view, fn), = matrix_views("conv.weight", (8, 3, 5, 5), "kernel")
-    assert fn(np.zeros((8, 3, 5, 5))).shape == (24, 25)
+    (patch,) = matrix_views("conv.weight", (8, 3, 5, 5))
+    assert (patch.kind, patch.view, patch.shape, patch.take(np.zeros((8, 3, 5, 5))).shape) == ("conv2d", "patch",
+                                                                                                (8, 75), (8, 75))
+    (kernel,) = matrix_views("conv.weight", (8, 3, 5, 5), "kernel")
+    assert kernel.shape == kernel.take(np.zeros((8, 3, 5, 5))).shape == (24, 25)
     experts = matrix_views("model.layers.0.mlp.experts.gate_up_proj", (4, 64, 32))
     assert [e[0] for e in experts][-1].endswith("gate_up_proj[3]") and experts[0][1] == "stacked"
     wide = matrix_views("stack", (3, 300, 200))  # dimensions beyond a kernel's: a stack of matrices
     x = np.arange(3 * 300 * 200, dtype=np.float64).reshape(3, 300, 200)
-    np.testing.assert_array_equal(wide[2][3](x), x[2])
-    assert math.prod(matrix_views("w", (6, 4))[0][3](np.zeros((6, 4))).shape) == 24
+    np.testing.assert_array_equal(wide[2].take(x), x[2])
+    assert wide[2].shape == (300, 200) and len(wide) == 3

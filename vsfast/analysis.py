@@ -26,22 +26,24 @@ import logging
 import math
 import os
 import re
+import sys
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 
 from . import checkpoint as ckpt
 from ._arrays import check_int, is_tensor, values
-from .linalg import Spaces, _choose_method, project, rsvd, spaces, svdvals
+from .config import get_num_threads
+from .linalg import Spaces, _choose_method, rsvd, spaces, svdvals
 from .metrics import SpectralMetrics, frobenius_norm, spectral_metrics
-from .nn import CONV_VIEWS, PARAMS, WeightView, conv_matrix, model_failures, weight_views
+from .nn import CONV_VIEWS, PARAMS, WeightView, weight_views
 
-__all__ = ["DEFAULT_K", "FULL_SPECTRUM_SIDE", "LayerAnalysis", "LayerInputs", "Report", "analyze", "analyze_tensor",
-           "layer_matrix", "matrix_views"]
+__all__ = ["DEFAULT_K", "FULL_SPECTRUM_SIDE", "LayerAnalysis", "LayerInputs", "MatrixView", "Report", "analyze",
+           "analyze_tensor", "layer_matrix", "matrix_views"]
 
 log = logging.getLogger(__name__)
 
@@ -254,11 +256,20 @@ def jsonable(value):
 # ----------------------------------------------------------------------------- tensors as matrices
 
 
-def matrix_views(name: str, shape: tuple[int, ...], conv_view: str = "patch"
-                 ) -> list[tuple[str, str, str, Callable[[Any], Any]]] | str:
+class MatrixView(NamedTuple):
+    """One matrix a tensor holds: its name, kind, view, shape, and how to take it from the
+    tensor (numpy array or torch tensor of the tensor's shape; a view where the layout allows)."""
+
+    name: str
+    kind: str
+    view: str
+    shape: tuple[int, int]
+    take: Callable[[Any], Any]
+
+
+def matrix_views(name: str, shape: tuple[int, ...], conv_view: str = "patch") -> list[MatrixView] | str:
     """How a checkpoint tensor (or, with ``params="all"``, a module's other parameter) is
-    analysed: a list of (matrix name, kind, view, function from the tensor to the matrix), or
-    the reason it is not a matrix.
+    analysed: the :class:`MatrixView` list of the matrices it holds, or the reason it holds none.
 
     The rules, by shape and name:
 
@@ -287,18 +298,21 @@ def matrix_views(name: str, shape: tuple[int, ...], conv_view: str = "patch"
     m, n = dims[-2:]
     if len(dims) == 2:
         if name.endswith("in_proj_weight") and m == 3 * n:
-            return [(f"{name}[{p}]", "attention", "dense", lambda t, i=i: t.reshape(m, n)[i * n:(i + 1) * n])
-                    for i, p in enumerate("qkv")]
-        return [(name, "matrix", "dense", lambda t: t.reshape(m, n))]
+            return [MatrixView(f"{name}[{p}]", "attention", "dense", (n, n),
+                               lambda t, i=i: t.reshape(m, n)[i * n:(i + 1) * n]) for i, p in enumerate("qkv")]
+        return [MatrixView(name, "matrix", "dense", (m, n), lambda t: t.reshape(m, n))]
     kernel = dims[2:]
     if len(dims) <= 5 and max(kernel) <= MAX_KERNEL and "experts" not in name.split("."):
         size = math.prod(kernel)
         kind = f"conv{len(kernel)}d"
         if conv_view == "kernel":
-            return [(name, kind, "kernel", lambda t: t.reshape(-1, size))]
-        return [(name, kind, "patch", lambda t: t.reshape(dims[0], -1))]
+            rows = math.prod(dims) // size
+            return [MatrixView(name, kind, "kernel", (rows, size), lambda t: t.reshape(rows, size))]
+        columns = math.prod(dims[1:])
+        return [MatrixView(name, kind, "patch", (dims[0], columns), lambda t: t.reshape(dims[0], columns))]
     count = math.prod(dims[:-2])
-    return [(f"{name}[{i}]", "stacked", "dense", lambda t, i=i: t.reshape(count, m, n)[i]) for i in range(count)]
+    return [MatrixView(f"{name}[{i}]", "stacked", "dense", (m, n), lambda t, i=i: t.reshape(count, m, n)[i])
+            for i in range(count)]
 
 
 def layer_matrix(module, name: str = "", conv_view: str = "patch"):
@@ -366,7 +380,7 @@ def _check_options(method, k, conv_view, params, dtype, batch_size, keep_inputs)
 
 def analyze(model: Any, inputs: Any = None, *, method: str = "auto", k: int | str | None = None,
             conv_view: str = "patch", params: str = "weights", dtype: Any = None, batch_size: int = 64,
-            keep_inputs: int = 100, device: Any = None, progress: bool = False) -> Report:
+            keep_inputs: int = 100, bases: bool = False, device: Any = None, progress: bool = False) -> Report:
     """Every weight matrix of a torch model or a checkpoint: spectrum, metrics, spaces, and,
     given ``inputs``, the signal and residual parts of what reaches each matrix.
 
@@ -396,6 +410,9 @@ def analyze(model: Any, inputs: Any = None, *, method: str = "auto", k: int | st
         :func:`matrix_views`). A checkpoint's tensors always follow :func:`matrix_views`.
     dtype : compute in float32 or float64 (default: float64 weights in float64, the others in
         float32).
+    bases : for a module, compute every matrix's :class:`vsfast.Spaces` with the analysis, in
+        batches of equal shapes, rather than each on its first use (``layer.spaces``); implied by
+        ``inputs``. A checkpoint's analysis keeps no bases.
     device : for a checkpoint, where to compute: None or ``"cpu"``, or a torch CUDA device
         (each tensor is copied there in turn; needs torch and vsfast's CUDA module).
     progress : show a progress bar over the matrices (needs tqdm).
@@ -413,9 +430,12 @@ def analyze(model: Any, inputs: Any = None, *, method: str = "auto", k: int | st
     missing (a module, a torch file, a CUDA device), with the line that installs it.
     """
     _check_options(method, k, conv_view, params, dtype, batch_size, keep_inputs)
+    if not isinstance(bases, bool):
+        raise TypeError(f"bases: expected True or False, got {bases!r}")
     if isinstance(model, (str, os.PathLike)):
-        if inputs is not None:
-            raise ValueError("inputs: a checkpoint holds weights only; load it into its model to split inputs")
+        if inputs is not None or bases:
+            raise ValueError(f"{'inputs' if inputs is not None else 'bases'}: a checkpoint holds weights only; "
+                             "load it into its model for inputs and bases")
         return _analyze_checkpoint(Path(model), method=method, k=k, conv_view=conv_view, dtype=dtype,
                                    device=device, progress=progress)
     if not is_tensor_module(model):
@@ -423,18 +443,17 @@ def analyze(model: Any, inputs: Any = None, *, method: str = "auto", k: int | st
     if device is not None:
         raise ValueError("device: a module is analysed where its parameters are; move it with model.to(device)")
     return _analyze_module(model, inputs, method=method, k=k, conv_view=conv_view, params=params, dtype=dtype,
-                           batch_size=batch_size, keep_inputs=keep_inputs, progress=progress)
+                           batch_size=batch_size, keep_inputs=keep_inputs, bases=bases or inputs is not None,
+                           progress=progress)
 
 
 def is_tensor_module(model: Any) -> bool:
-    """Whether model is a torch.nn.Module (without importing torch for anything else)."""
-    import sys
-
+    """Whether model is a torch.nn.Module (without importing torch: without it, none can exist)."""
     torch = sys.modules.get("torch")
     return torch is not None and isinstance(model, torch.nn.Module)
 
 
-def _analyze_module(model, inputs, *, method, k, conv_view, params, dtype, batch_size, keep_inputs,
+def _analyze_module(model, inputs, *, method, k, conv_view, params, dtype, batch_size, keep_inputs, bases,
                     progress) -> Report:
     views, skipped = weight_views(model, params=params, conv_view=conv_view,
                                   tensor_rule=lambda name, shape: matrix_views(name, shape, conv_view))
@@ -443,8 +462,7 @@ def _analyze_module(model, inputs, *, method, k, conv_view, params, dtype, batch
                          + ("" if params == "all" else " (params='all' reads every parameter of 2+ dimensions)"))
     items = [_Item(v.name, v.kind, v.view, v.weight_shape, v.shape, v.blocks, _dtype_name(v.matrix),
                    str(v.matrix.device), lambda v=v: v.matrix, source=v) for v in views]
-    # Splitting inputs needs every matrix's bases now; otherwise they wait for their first use.
-    layers = list(_analyzed(items, method, k, dtype, inputs is not None, progress))
+    layers = list(_analyzed(items, method, k, dtype, bases, progress))
     if inputs is not None:
         from ._inputs import split_inputs
 
@@ -470,11 +488,10 @@ def _checkpoint_items(reader: ckpt.Checkpoint, infos, conv_view: str, device) ->
         if info.dtype not in ckpt.FLOAT_DTYPES:
             skipped.append((info.name, f"dtype {info.dtype}, not a floating-point weight"))
             continue
-        for entry, kind, view, to_matrix in rule:
-            shape = tuple(int(d) for d in to_matrix(np.empty(info.shape, np.uint8)).shape)
-            get = (lambda info=info, to_matrix=to_matrix: _on_device(to_matrix(reader.read(info)), device))
-            items.append(_Item(entry, kind, view, info.shape, shape, 1, info.dtype, str(device or "cpu"), get,
-                               lambda info=info: reader.release(info)))
+        for mv in rule:
+            get = (lambda info=info, take=mv.take: _on_device(take(reader.read(info)), device))
+            items.append(_Item(mv.name, mv.kind, mv.view, info.shape, mv.shape, 1, info.dtype, str(device or "cpu"),
+                               get, lambda info=info: reader.release(info)))
     return items, skipped
 
 
@@ -509,7 +526,9 @@ def analyze_tensor(path: str | os.PathLike, name: str, *, method: str = "auto", 
     each a :class:`LayerAnalysis` with its spectrum and metrics, exactly as :func:`analyze`
     computes them for the whole checkpoint (same options). Made for one task of a distributed
     analysis: it takes a path and a name, reads that tensor only, and returns small results
-    (no bases). ValueError when the tensor is not a matrix (the reason is in the message)."""
+    (no bases). ``path`` may be the checkpoint or the file that holds the tensor
+    (``TensorInfo.file`` from :func:`vsfast.checkpoint.list_tensors`): then only that file's
+    header is read. ValueError when the tensor is not a matrix (the reason is in the message)."""
     _check_options(method, k, conv_view, "weights", dtype, 1, 0)
     with ckpt.Checkpoint(path) as reader:
         info = reader.info(name)
@@ -525,7 +544,8 @@ def analyze_tensor(path: str | os.PathLike, name: str, *, method: str = "auto", 
 def _spectrum(k, method: str, m: int, n: int) -> tuple[int | None, str]:
     """(top-k or None for all, "exact" or "randomized") for an m x n matrix (see analyze's k)."""
     q = min(m, n)
-    if k == "all" or (k is None and (method == "exact" or (q <= FULL_SPECTRUM_SIDE and m * n <= FULL_SPECTRUM_ELEMENTS))):
+    small = q <= FULL_SPECTRUM_SIDE and m * n <= FULL_SPECTRUM_ELEMENTS
+    if k == "all" or (k is None and (method == "exact" or small)):
         return None, "exact"
     layer_k = min(DEFAULT_K if k is None else int(k), q)
     return layer_k, _choose_method(method, layer_k, m, n)
@@ -564,16 +584,22 @@ def _frobenius(a) -> float:
     return frobenius_norm(a.detach().numpy() if is_tensor(a) else a)
 
 
-def _stack(arrays: list):
-    if is_tensor(arrays[0]):
+def _stack(arrays: list, *, keep_kind: bool = False):
+    """The matrices as one batch: GPU tensors on their device, tensors as tensors where the
+    results must keep their kind (bases), else numpy (torch's copy would wake its threads)."""
+    if is_tensor(arrays[0]) and (keep_kind or arrays[0].device.type != "cpu"):
         import torch
 
         return torch.stack(arrays)
-    return np.stack(arrays)
+    return np.stack([a.detach().numpy() if is_tensor(a) else a for a in arrays])
 
 
-def _groups(items: list[_Item]) -> Iterator[list[_Item]]:
-    """Items in batches for one call each: equal shapes, small matrices, at most _BATCH_BYTES."""
+def _groups(items: list[_Item], method, k) -> Iterator[tuple[list[_Item], bool]]:
+    """Items in batches for one call each (equal shapes, small matrices, at most _BATCH_BYTES),
+    and whether the call keeps every thread busy by itself. The randomized SVD's products and a
+    batch of the thread count's multiple do; an exact SVD of one matrix runs on one thread (LAPACK
+    without threads), so the rest of a batch goes one matrix a call, several calls at a time."""
+    threads = get_num_threads()
     by_shape: dict[tuple, list[_Item]] = defaultdict(list)
     for index, item in enumerate(items):
         m, n = item.shape
@@ -581,22 +607,43 @@ def _groups(items: list[_Item]) -> Iterator[list[_Item]]:
         # float64 weights compute in float64, the others in float32 (without dtype): keys apart
         by_shape[(item.shape, item.dtype == "float64", item.device) if small else (index,)].append(item)
     for members in by_shape.values():
-        per_batch = max(1, _BATCH_BYTES // (4 * members[0].shape[0] * members[0].shape[1]))
-        for start in range(0, len(members), per_batch):
-            yield members[start:start + per_batch]
+        m, n = members[0].shape
+        # A GPU parallelises each call itself; its calls go one after the other.
+        if members[0].blocks > 1 or members[0].device != "cpu" or _spectrum(k, method, m, n)[1] == "randomized":
+            yield members, True
+            continue
+        whole = len(members) // threads * threads
+        per_batch = max(threads, _BATCH_BYTES // (4 * m * n) // threads * threads)
+        for start in range(0, whole, per_batch):
+            yield members[start:min(start + per_batch, whole)], True
+        for item in members[whole:]:
+            yield [item], False
 
 
 def _analyzed(items: list[_Item], method, k, dtype, bases: bool, progress: bool) -> Iterator[LayerAnalysis]:
-    """The analysis of every item, in the items' order, computed in batches of equal shapes;
-    with ``bases`` the spaces of every matrix too (else a module's wait for first use)."""
+    """The analysis of every item, in the items' order; with ``bases`` the spaces of every
+    matrix too (else a module's wait for first use). Calls that keep every thread busy run one
+    after the other, the others side by side, as many at a time as vsfast has threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
     done: dict[int, LayerAnalysis] = {}
     order = {id(item): i for i, item in enumerate(items)}
     bar = _progress(len(items), progress)
+
+    def run(batch: list[_Item]) -> None:
+        for item, layer in zip(batch, _decompose(batch, method, k, dtype, bases)):
+            done[order[id(item)]] = layer
+
+    calls = list(_groups(items, method, k))
     try:
-        for batch in _groups(items):
-            for item, layer in zip(batch, _decompose(batch, method, k, dtype, bases)):
-                done[order[id(item)]] = layer
-            bar.update(len(batch))
+        for batch, busy in calls:
+            if busy:
+                run(batch)
+                bar.update(len(batch))
+        with ThreadPoolExecutor(max_workers=get_num_threads()) as pool:
+            for future in [pool.submit(run, batch) for batch, busy in calls if not busy]:
+                future.result()
+                bar.update(1)
     finally:
         bar.close()
     return (done[i] for i in range(len(items)))
@@ -613,7 +660,7 @@ def _decompose(batch: list[_Item], method, k, dtype, bases: bool) -> list[LayerA
     norms = [_frobenius(a) for a in matrices]
     makers = [_spaces_maker(item, layer_k, chosen, dtype) for item in batch]
     if bases:
-        found = spaces(_stack(matrices), k=layer_k, method=chosen) if len(batch) > 1 else [makers[0]()]
+        found = spaces(_stack(matrices, keep_kind=True), k=layer_k, method=chosen) if len(batch) > 1 else [makers[0]()]
         spectra = [_host(sp.singular_values) for sp in found]
     else:
         found = [None] * len(batch)

@@ -111,9 +111,8 @@ def _checkpoint_workloads(path: Path, max_shapes: int) -> list[tuple[str, np.nda
             rule = matrix_views(info.name, info.shape)
             if isinstance(rule, str) or info.dtype not in FLOAT_DTYPES:
                 continue
-            for name, _, _, to_matrix in rule:
-                shape = tuple(to_matrix(np.empty(info.shape, np.uint8)).shape)
-                first.setdefault(shape, (name, info, to_matrix))
+            for mv in rule:
+                first.setdefault(mv.shape, (mv.name, info, mv.take))
         if not first:
             raise ValueError(f"{path}: no matrix to time")
         largest = sorted(first, key=lambda s: (-s[0] * s[1], s))[:max_shapes]
@@ -139,8 +138,7 @@ def _spectral_error(a: np.ndarray, u, s, vh, iters: int = 20) -> float:
     return residual / whole if whole else 0.0
 
 
-def run(targets: list[str], *, k: int = 64, rounds: int = 3, exact: str = "auto", max_shapes: int = 6,
-        progress: bool = False) -> list[dict]:
+def run(targets: list[str], *, k: int = 64, rounds: int = 3, exact: str = "auto", max_shapes: int = 6) -> list[dict]:
     """Time every workload (see :func:`workloads`); one dict of results per workload."""
     try:
         import torch

@@ -33,6 +33,7 @@ import math
 import mmap
 import os
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -315,6 +316,7 @@ class Checkpoint:
         self.tensors = _listing(self.path, self._torch)
         self._by_name = {info.name: info for info in self.tensors}
         self._maps: dict[Path, mmap.mmap] = {}
+        self._lock = threading.Lock()  # tensors may be read from several threads
 
     def __enter__(self) -> "Checkpoint":
         return self
@@ -378,10 +380,11 @@ class Checkpoint:
         self._torch.clear()
 
     def _map(self, file: Path) -> mmap.mmap:
-        if file not in self._maps:
-            with open(file, "rb") as f:
-                self._maps[file] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        return self._maps[file]
+        with self._lock:
+            if file not in self._maps:
+                with open(file, "rb") as f:
+                    self._maps[file] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            return self._maps[file]
 
     def _read_torch(self, info: TensorInfo) -> np.ndarray:
         tensor = self._torch[info.file][info.name]

@@ -107,9 +107,9 @@ def _analyze_target(args: argparse.Namespace, kind: str, target: str, out: Path)
 
         model = load_model(target, weights=args.weights, device=args.device)
     inputs = _inputs_file(args.data) if args.data else None
-    report = analyze(model, inputs, method=args.method, k=args.k, conv_view=args.conv_view, params=args.params,
-                     batch_size=args.batch_size, device=args.device if kind == "checkpoint" else None,
-                     progress=args.progress)
+    report = analyze(model, inputs, method=args.method, k=args.k, conv_view=args.conv_view,
+                     params=args.params or "weights", batch_size=args.batch_size or 64,
+                     device=args.device if kind == "checkpoint" else None, progress=args.progress)
     page = write_analysis(report, out, title=f"vsfast: {target}")
     print(summary(report))
     print(f"report: {page.resolve()}")
@@ -133,8 +133,14 @@ def _analyze_mnist(args: argparse.Namespace, name: str) -> int:
     from .mnist.report import analyze_model
     from .report import write_html
 
+    ignored = [option for option, value in (("--data", args.data), ("--batch-size", args.batch_size),
+                                            ("--params", args.params)) if value is not None]
+    if ignored:
+        raise ValueError(f"{', '.join(ignored)}: not for the MNIST networks, which analyse --inputs test digits")
     args.name = name
     model = _model(args)
+    if args.device:
+        model = model.to(args.device)
     images, labels = load("test", progress=args.progress)
     report, section = analyze_model(name, args.out, images[:args.inputs], labels[:args.inputs],
                                     method=args.method, k=args.k, conv_view=args.conv_view, model=model,
@@ -153,8 +159,7 @@ def _analyze_mnist(args: argparse.Namespace, name: str) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from . import bench
 
-    rows = bench.run(args.targets, k=args.k, rounds=args.rounds, exact=args.exact, max_shapes=args.max_shapes,
-                     progress=args.progress)
+    rows = bench.run(args.targets, k=args.k, rounds=args.rounds, exact=args.exact, max_shapes=args.max_shapes)
     print(bench.table(rows))
     path = bench.write_json(rows, args.out, command=" ".join(["vsfast", *args.argv]))
     print(f"results: {path.resolve()}")
@@ -265,15 +270,15 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--inputs", type=_count, default=1000,
                          help="MNIST networks: test digits to decompose (default: %(default)s)")
     analyze.add_argument("--data", help="other models: a .npy array of inputs (N x the model's input shape)")
-    analyze.add_argument("--batch-size", type=_count, default=64,
-                         help="inputs run through the model this many at a time (default: %(default)s)")
+    analyze.add_argument("--batch-size", type=_count,
+                         help="with --data: inputs run through the model this many at a time (default: 64)")
     analyze.add_argument("--method", choices=["auto", "exact", "randomized"], default="auto")
     analyze.add_argument("--k", type=_k, help="top-k singular values per matrix, or 'all' (default: all up to "
                                              "2048 on the smaller side, the top 256 beyond)")
     analyze.add_argument("--conv-view", choices=["patch", "kernel"], default="patch",
                          help="convolutions as patch maps or as stacks of kernels (default: %(default)s)")
-    analyze.add_argument("--params", choices=["weights", "all"], default="weights",
-                         help="modules: the weights of known layers, or every parameter of 2+ dimensions")
+    analyze.add_argument("--params", choices=["weights", "all"],
+                         help="models: the weights of known layers (default), or every parameter of 2+ dimensions")
     analyze.add_argument("--device", help="where to compute: cpu (default), cuda, cuda:1, ... (needs torch and "
                                           "vsfast's CUDA module)")
     cluster = analyze.add_mutually_exclusive_group()

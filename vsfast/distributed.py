@@ -100,34 +100,34 @@ def _failure(exc: BaseException, file: str, names: Sequence[str]) -> Exception:
     return failure
 
 
-def _analyze_tensors(path: str, names: list[str], files: list[str], options: dict, bases: bool) -> list:
-    """One task: the LayerAnalysis of each named tensor of the checkpoint at path, read by this
-    worker from the shared filesystem; bases (spaces) only with `bases`."""
+def _analyze_tensors(names: list[str], files: list[str], options: dict, bases: bool) -> list:
+    """One task: the LayerAnalysis of each named tensor, read by this worker from the file that
+    holds it (only that file's header is parsed); bases (spaces) only with `bases`."""
     from .analysis import analyze_tensor
 
     layers = []
     for name, file in zip(names, files):
         try:
-            found = analyze_tensor(path, name, **options)
+            found = analyze_tensor(file, name, **options)
             if bases:
-                _attach_bases(path, name, found, options)
+                _attach_bases(file, name, found, options)
         except Exception as exc:
             raise _failure(exc, file, [name]) from exc
         layers.extend(found)
     return layers
 
 
-def _attach_bases(path: str, name: str, layers: list, options: dict) -> None:
+def _attach_bases(file: str, name: str, layers: list, options: dict) -> None:
     """Each layer's Spaces, from the tensor read again: as many triplets as its spectrum has
     values, by the method that computed it (the singular values stay analyze_tensor's)."""
     from .analysis import _compute_dtype, matrix_views
     from .checkpoint import read_tensor
     from .linalg import spaces
 
-    tensor = read_tensor(path, name)
-    views = {entry: to_matrix for entry, _, _, to_matrix in matrix_views(name, tensor.shape, options["conv_view"])}
+    tensor = read_tensor(file, name)
+    takes = {view.name: view.take for view in matrix_views(name, tensor.shape, options["conv_view"])}
     for layer in layers:
-        matrix = _compute_dtype(np.ascontiguousarray(views[layer.name](tensor)), options["dtype"])
+        matrix = _compute_dtype(np.ascontiguousarray(takes[layer.name](tensor)), options["dtype"])
         complete = layer.k == min(layer.shape)
         layer._spaces = spaces(matrix, k=None if complete else layer.k, method=layer.method)
 
@@ -173,7 +173,7 @@ def analyze(path_or_paths: Any, *, client: Any = None, method: str = "auto", k: 
     tasks = [task for plan, _ in plans for task in plan]
     options = dict(method=method, k=k, conv_view=conv_view, dtype=dtype)
     with _using(client) as c:
-        results = _run(c, paths, tasks, options, bases, progress)
+        results = _run(c, tasks, options, bases, progress)
     layers: list[list] = [[] for _ in paths]
     for task, found in zip(tasks, results):
         layers[task.checkpoint].extend(found)
@@ -182,14 +182,14 @@ def analyze(path_or_paths: Any, *, client: Any = None, method: str = "auto", k: 
     return reports[0] if single else reports
 
 
-def _run(client, paths: list[Path], tasks: list[_Task], options: dict, bases: bool, progress: bool) -> list:
+def _run(client, tasks: list[_Task], options: dict, bases: bool, progress: bool) -> list:
     """Submit the tasks and gather their results, in order, once all are done; on the first
     failure cancel the rest and raise it (a task names its tensors; a task whose workers all
     died is named here)."""
     from distributed import KilledWorker, as_completed
 
-    futures = [client.submit(_analyze_tensors, str(paths[t.checkpoint]), t.names, t.files, options, bases,
-                             pure=False, key=f"vsfast-analyze-{i}-{os.urandom(4).hex()}")
+    futures = [client.submit(_analyze_tensors, t.names, t.files, options, bases, pure=False,
+                             key=f"vsfast-analyze-{i}-{os.urandom(4).hex()}")
                for i, t in enumerate(tasks)]
     which = {future.key: task for future, task in zip(futures, tasks)}
     bar = _progress(sum(len(t.names) for t in tasks), progress)

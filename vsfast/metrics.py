@@ -90,9 +90,8 @@ def frobenius_norm(a) -> float:
     total = 0.0
     for start in range(0, flat.size, _NORM_CHUNK):
         chunk = flat[start:start + _NORM_CHUNK].astype(np.float64)
-        # einsum's own loop, not np.dot: OpenBLAS splits a dot product's sum over its threads,
-        # which would make the norm depend on the thread count (a Dask worker runs one).
-        total += float(np.einsum("i,i->", chunk, chunk))
+        # numpy's pairwise sum, not a BLAS dot: no BLAS threads to wake beside vsfast's
+        total += float(np.sum(np.square(chunk, out=chunk)))
     return math.sqrt(total)
 
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["WeightView", "activation_spec", "chain_layers", "conv_matrix", "load_model", "load_weights", "model_failures",
-           "weight_views"]
+__all__ = ["WeightView", "activation_spec", "chain_layers", "conv_matrix", "load_model", "load_weights",
+           "model_failures", "weight_views"]
 
 CONV_VIEWS = ("patch", "kernel")
 PARAMS = ("weights", "all")
@@ -221,39 +221,44 @@ def weight_views(model: Any, *, params: str = "weights", conv_view: str = "patch
     for mname, module in model.named_modules():
         own = dict(module.named_parameters(recurse=False))
         found = _module_views(mname, module, conv_view)
-        used = {pname for pname, _ in found}
         for pname, view in found:
-            param = own[pname]
-            reason = _unreadable(param) or (f"the same tensor as {seen[id(param)]}" if id(param) in seen else None)
+            reason = _unreadable(own[pname]) or _tied(own[pname], seen)
             if reason:
                 skipped.append((view.name, reason))
-                continue
-            views.append(view)
-        for pname in used:  # after all of the module's views: attention reads in_proj_weight three times
+            else:
+                views.append(view)
+        for pname, _ in found:  # after all of them: attention reads in_proj_weight three times
             if _unreadable(own[pname]) is None:
                 seen.setdefault(id(own[pname]), _join(mname, pname))
+        used = {pname for pname, _ in found}
         for pname, param in own.items():
-            if pname in used:
-                continue
-            full = _join(mname, pname)
-            reason = _unreadable(param)
-            if reason is None and id(param) in seen:
-                reason = f"the same tensor as {seen[id(param)]}"
-            if reason is None and param.dim() < 2:
-                reason = "1-D"
-            if reason is None and params != "all":
-                reason = f"a parameter of {type(module).__name__}: params='all' analyses it"
-            if reason is None:
-                rule = tensor_rule(full, tuple(param.shape))
-                if isinstance(rule, str):
-                    reason = rule
-                else:
-                    seen[id(param)] = full
-                    views += [WeightView(entry, kind, view, tuple(param.shape), to_matrix(param.detach()))
-                              for entry, kind, view, to_matrix in rule]
-            if reason is not None:
-                skipped.append((full, reason))
+            if pname not in used:
+                found_views, reason = _other_parameter(_join(mname, pname), param, module, params, tensor_rule, seen)
+                views += found_views
+                if reason is not None:
+                    skipped.append((_join(mname, pname), reason))
     return views, skipped
+
+
+def _tied(param: Any, seen: dict[int, str]) -> str | None:
+    return f"the same tensor as {seen[id(param)]}" if id(param) in seen else None
+
+
+def _other_parameter(name: str, param: Any, module: Any, params: str, tensor_rule,
+                     seen: dict[int, str]) -> tuple[list[WeightView], str | None]:
+    """A parameter of no known layer: its matrices with params="all" (by tensor_rule), or why not."""
+    reason = _unreadable(param) or _tied(param, seen)
+    if reason is None and param.dim() < 2:
+        reason = "1-D" if param.dim() == 1 else "a scalar"
+    if reason is None and params != "all":
+        reason = f"a parameter of {type(module).__name__}: params='all' analyses it"
+    if reason is not None:
+        return [], reason
+    rule = tensor_rule(name, tuple(param.shape))
+    if isinstance(rule, str):
+        return [], rule
+    seen[id(param)] = name
+    return [WeightView(mv.name, mv.kind, mv.view, tuple(param.shape), mv.take(param.detach())) for mv in rule], None
 
 
 def _unreadable(param: Any) -> str | None:

@@ -153,9 +153,9 @@ def _tail(name: str, width: int = 36) -> str:
 def _spectra_figures(report, folder: Path) -> list[tuple[str, str]]:
     """spectra_1.png, spectra_2.png, ...: every matrix's singular values, SPECTRA_PER_FIGURE a figure."""
     try:
-        from . import viz
+        import matplotlib  # noqa: F401 - viz imports it where it draws: missing, the figures are left out
 
-        import matplotlib  # noqa: F401
+        from . import viz
     except ImportError:
         log.warning("figures left out: they need matplotlib (pip install vsfast[viz])")
         return []

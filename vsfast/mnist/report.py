@@ -140,7 +140,8 @@ def _table(report: Report) -> list[dict]:
     for row in report.to_rows():
         entry = {"layer": row["layer"], "view": row["view"], "shape": f"{row['rows']}×{row['columns']}",
                  "rank": row["rank"], "nullity": row["nullity"], "condition": f"{row['condition_number']:.3g}",
-                 "σ₁": f"{row['sigma_max']:.3g}"}
+                 "σ₁": f"{row['sigma_max']:.3g}", "stable rank": f"{row['stable_rank']:.3g}",
+                 "effective rank": f"{row['effective_rank']:.3g}", "alpha": f"{row['alpha']:.3g}"}
         if "rejected_fraction_median" in row:
             entry["rejected (median)"] = f"{100 * row['rejected_fraction_median']:.1f} %"
         rows.append(entry)
