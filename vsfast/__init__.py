@@ -46,8 +46,8 @@ __all__ = [
 ]
 
 # Submodules that need optional extras (matplotlib; torch and pooch for the paper's MNIST
-# application) load on first use (PEP 562), so that `import vsfast` needs only numpy and the core.
-_LAZY_SUBMODULES = ("mnist", "report", "viz")
+# application; Dask) load on first use (PEP 562), so that `import vsfast` needs only numpy and the core.
+_LAZY_SUBMODULES = ("distributed", "mnist", "report", "viz")
 
 
 def __getattr__(name: str) -> Any:

@@ -53,6 +53,34 @@ def project(X: NDArray[_F], basis: NDArray[_F]) -> tuple[NDArray[_F], NDArray[_F
 def pinv(A: NDArray[_F], rtol: float | None = None, atol: float | None = None) -> tuple[NDArray[_F], NDArray[np.int64]]:
     """Pseudoinverses ((batch,) n, m) and ranks ((batch,) or 0-D) of A ((batch,) m, n)."""
 
+# The block steps of a randomized SVD over a matrix held as blocks (vsfast.distributed). A tall
+# rows x width matrix travels as its column-major storage, a (width, rows) array; the block A is
+# B (rows x cols) or, with transposed, B's transpose.
+def sketch(m: int, n: int, k: int, oversample: int, seed: int, dtype: np.dtype) -> NDArray[np.floating]:
+    """The Gaussian test matrix rsvd draws for an m x n matrix: (k + oversample, min(m, n)), at most min(m, n) rows."""
+
+def block_largest(A: NDArray[_F], name: str) -> float:
+    """The largest magnitude in A; NaN or inf raise ValueError naming `name`."""
+
+def block_exponent(largest: float, dtype: np.dtype) -> int:
+    """e such that rsvd works on 2^-e A for a matrix A whose largest magnitude is `largest`; 0 in the safe range."""
+
+def block_range(A: NDArray[_F], Z: NDArray[_F], transposed: bool, exponent: int) -> tuple[NDArray[_F], NDArray[_F]]:
+    """(Y, Y^T Y) for Y = 2^-exponent B Z, Z (width, cols): Y (width, rows), Y^T Y (width, width)."""
+
+def block_corange(A: NDArray[_F], Y: NDArray[_F], transposed: bool, exponent: int) -> NDArray[_F]:
+    """2^-exponent B^T Y for Y (width, rows): (width, cols)."""
+
+def cholesky_factor(G: NDArray[_F], near_identity: bool) -> NDArray[_F] | None:
+    """The upper Cholesky factor of G (n, n), column-major; None when G is not numerically positive definite or,
+    with near_identity, more than 1/2 from the identity."""
+
+def solve_factor(Y: NDArray[_F], R: NDArray[_F], with_gram: bool) -> tuple[NDArray[_F], NDArray[_F] | None]:
+    """(Y R^-1, its Gram matrix or None) for Y (width, rows) and the upper-triangular R (width, width)."""
+
+def householder_qr(Y: NDArray[_F]) -> tuple[NDArray[_F], NDArray[_F]]:
+    """(Q, R) of Y (width, rows), rows >= width: Q (width, rows), R (width, width), both column-major."""
+
 def get_num_threads() -> int: ...
 def set_num_threads(threads: int) -> None: ...
 def build_info() -> _BuildInfo:

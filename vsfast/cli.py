@@ -17,6 +17,7 @@ import os
 import re
 import sys
 import traceback
+from collections import Counter
 from pathlib import Path
 
 from . import __version__
@@ -40,9 +41,59 @@ def _model(args: argparse.Namespace):
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
-    kind, target = args.target
+    checkpoints = [target for kind, target in args.target if kind == "checkpoint"]
+    cluster = args.scheduler is not None or args.workers is not None
+    if (cluster or len(args.target) > 1) and len(checkpoints) < len(args.target):
+        model = next(target for kind, target in args.target if kind != "checkpoint")
+        raise ValueError(f"{model}: a model, not a checkpoint; several TARGETs, --scheduler and --workers take "
+                         "checkpoints only (analyse a model alone)")
+    if cluster:
+        return _analyze_on_cluster(args, checkpoints)
+    for (kind, target), out in zip(args.target, _outputs(args.out, [target for _, target in args.target])):
+        _analyze_target(args, kind, target, out)
+    return 0
+
+
+def _outputs(out: str, targets: list[str]) -> list[Path]:
+    """Where each target's analysis goes: --out itself for one target, else a folder in it named
+    after each checkpoint (its file's stem, or its directory's name), made unique."""
+    if len(targets) == 1:
+        return [Path(out)]
+    seen: Counter = Counter()
+    folders = []
+    for target in targets:
+        path = Path(target)
+        base = path.stem if path.suffix else path.name
+        seen[base] += 1
+        folders.append(Path(out) / (base if seen[base] == 1 else f"{base}-{seen[base]}"))
+    return folders
+
+
+def _analyze_on_cluster(args: argparse.Namespace, checkpoints: list[str]) -> int:
+    """Checkpoints analysed as Dask tasks (vsfast.distributed): on the scheduler at --scheduler,
+    or on a LocalCluster of --workers processes; the dashboard's address is logged."""
+    for option in ("data", "weights", "device"):
+        if getattr(args, option):
+            raise ValueError(f"--{option}: not with --scheduler or --workers, which analyse checkpoints on the CPU")
+    from .distributed import analyze, connect
+    from .report import summary, write_analysis
+
+    with connect(scheduler=args.scheduler, workers=args.workers) as client:
+        logging.getLogger("vsfast.cli").info("analysing %d checkpoint(s) on %d Dask workers", len(checkpoints),
+                                             len(client.scheduler_info()["workers"]))
+        reports = analyze(checkpoints, client=client, method=args.method, k=args.k, conv_view=args.conv_view,
+                          progress=args.progress)
+    for target, report, out in zip(checkpoints, reports, _outputs(args.out, checkpoints)):
+        page = write_analysis(report, out, title=f"vsfast: {target}")
+        print(summary(report))
+        print(f"report: {page.resolve()}")
+    return 0
+
+
+def _analyze_target(args: argparse.Namespace, kind: str, target: str, out: Path) -> None:
     if kind == "mnist":
-        return _analyze_mnist(args, target)
+        _analyze_mnist(args, target)
+        return
     from .analysis import analyze
     from .report import summary, write_analysis
 
@@ -59,10 +110,9 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     report = analyze(model, inputs, method=args.method, k=args.k, conv_view=args.conv_view,
                      params=args.params or "weights", batch_size=args.batch_size or 64,
                      device=args.device if kind == "checkpoint" else None, progress=args.progress)
-    page = write_analysis(report, args.out, title=f"vsfast: {target}")
+    page = write_analysis(report, out, title=f"vsfast: {target}")
     print(summary(report))
     print(f"report: {page.resolve()}")
-    return 0
 
 
 def _inputs_file(path: str):
@@ -209,10 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     analyze = command("analyze", _cmd_analyze, "every weight matrix of a model or checkpoint: spectra, metrics, "
                                                "layers.csv, layers.json, figures, report.html")
-    analyze.add_argument("target", type=_target, metavar="TARGET",
+    analyze.add_argument("target", type=_target, nargs="+", metavar="TARGET",
                          help=f"{'|'.join(MODELS)} (the paper's MNIST networks), a checkpoint (.safetensors, a "
                               "directory of shards, a .pt/.pth state dict), torchvision:NAME (random weights "
-                              "unless --weights) or package.module:factory (a function returning a torch module)")
+                              "unless --weights) or package.module:factory (a function returning a torch module); "
+                              "several checkpoints (a model zoo) go each to its folder under --out")
     analyze.add_argument("--weights", help="a state dict (.safetensors or .pt) for the model (the MNIST networks: "
                                            "a .safetensors file with its card; default: the shipped weights)")
     analyze.add_argument("--out", default="vsfast-analysis", help="output directory (default: %(default)s)")
@@ -230,6 +281,12 @@ def build_parser() -> argparse.ArgumentParser:
                          help="models: the weights of known layers (default), or every parameter of 2+ dimensions")
     analyze.add_argument("--device", help="where to compute: cpu (default), cuda, cuda:1, ... (needs torch and "
                                           "vsfast's CUDA module)")
+    cluster = analyze.add_mutually_exclusive_group()
+    cluster.add_argument("--scheduler", metavar="ADDRESS",
+                         help="checkpoints: analyse them on the Dask cluster whose scheduler is at ADDRESS "
+                              "(tcp://host:8786, or a scheduler file), one task per tensor; needs vsfast[dask]")
+    cluster.add_argument("--workers", type=_count, metavar="N",
+                         help="checkpoints: analyse them on a local Dask cluster of N worker processes")
 
     bench = command("bench", _cmd_bench, "time vsfast against torch.svd_lowrank and torch.linalg.svd on your "
                                          "shapes or checkpoint: a table and a JSON file")

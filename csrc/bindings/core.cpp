@@ -235,6 +235,167 @@ py::object pinv_py(const py::array& a, std::optional<double> rtol, std::optional
 }
 
 // ---------------------------------------------------------------------------------------------
+// The block steps of a distributed rsvd (blocks.hpp). Tall and small matrices travel as their
+// column-major storage: a rows x width matrix is a C-contiguous (width, rows) array.
+
+// A 2-D array of the dtype of `like` (memory safety: the kernels read both as one type).
+void require_same_dtype(const py::array& a, const std::string& name, const py::array& like, const char* like_name) {
+  if (is_f32(a) != is_f32(like))
+    throw py::type_error(name + ": expected the dtype of " + like_name + ", " +
+                         py::str(like.dtype()).cast<std::string>() + ", got " + py::str(a.dtype()).cast<std::string>());
+}
+
+// A column-major (cols x width) matrix held as a (width, cols) array: its width.
+std::size_t width_of(const py::array& a, const std::string& name, std::size_t cols, const char* what) {
+  const MatrixShape s = matrix_shape(a, name, false);
+  if (s.cols != cols)
+    throw std::invalid_argument(name + ": expected a (width, " + std::to_string(cols) + ") array (" + what +
+                                "), got shape " + shape_str(a));
+  return s.rows;
+}
+
+py::object sketch_py(std::size_t m, std::size_t n, std::size_t k, std::size_t oversample, std::uint64_t seed,
+                     const py::object& dtype) {
+  vsfast::require_k_in_range(k, m, n);
+  const vsfast::RsvdParams params{k, oversample, 0, seed};
+  const std::size_t short_side = std::min(m, n), width = vsfast::sketch_width(m, n, params);
+  const py::dtype dt = py::dtype::from_args(dtype);
+  const auto draw = [&](auto tag) -> py::object {
+    using T = decltype(tag);
+    auto omega = empty_array<T>({py::ssize_t(width), py::ssize_t(short_side)});
+    vsfast::sketch<T>(m, n, params, omega.mutable_data());
+    return std::move(omega);
+  };
+  if (dt.equal(py::dtype::of<float>())) return draw(float{});
+  if (dt.equal(py::dtype::of<double>())) return draw(double{});
+  throw py::type_error("dtype: expected float32 or float64, got " + py::str(dt).cast<std::string>());
+}
+
+double block_largest_py(const py::array& a, const std::string& name) {
+  require_layout(a, name);
+  double largest = 0;
+  dispatch(a, [&](auto tag) -> py::object {
+    using T = decltype(tag);
+    py::gil_scoped_release release;
+    largest = vsfast::block_largest<T>(cdata<T>(a), static_cast<std::size_t>(a.size()), name);
+    return py::none();
+  });
+  return largest;
+}
+
+int block_exponent_py(double largest, const py::object& dtype) {
+  const py::dtype dt = py::dtype::from_args(dtype);
+  if (dt.equal(py::dtype::of<float>())) return vsfast::block_exponent<float>(largest);
+  if (dt.equal(py::dtype::of<double>())) return vsfast::block_exponent<double>(largest);
+  throw py::type_error("dtype: expected float32 or float64, got " + py::str(dt).cast<std::string>());
+}
+
+// The block B (rows x cols) of M that `a` stores: a itself, or with `transposed` its transpose.
+MatrixShape block_shape(const py::array& a, bool transposed) {
+  MatrixShape s = matrix_shape(a, "A", false);
+  if (transposed) std::swap(s.rows, s.cols);
+  return s;
+}
+
+py::object block_range_py(const py::array& a, const py::array& z, bool transposed, int exponent) {
+  const MatrixShape b = block_shape(a, transposed);
+  const std::size_t width = width_of(z, "Z", b.cols, "the basis, cols x width, column-major");
+  require_same_dtype(z, "Z", a, "A");
+  return dispatch(a, [&](auto tag) -> py::object {
+    using T = decltype(tag);
+    auto y = empty_array<T>({py::ssize_t(width), py::ssize_t(b.rows)});
+    auto gram = empty_array<T>({py::ssize_t(width), py::ssize_t(width)});
+    T *py_ = y.mutable_data(), *pg = gram.mutable_data();
+    {
+      py::gil_scoped_release release;
+      vsfast::block_range<T>(cdata<T>(a), b.rows, b.cols, transposed, cdata<T>(z), width, exponent, py_, pg);
+    }
+    return py::make_tuple(y, gram);
+  });
+}
+
+py::object block_corange_py(const py::array& a, const py::array& y, bool transposed, int exponent) {
+  const MatrixShape b = block_shape(a, transposed);
+  const std::size_t width = width_of(y, "Y", b.rows, "rows x width, column-major");
+  require_same_dtype(y, "Y", a, "A");
+  return dispatch(a, [&](auto tag) -> py::object {
+    using T = decltype(tag);
+    auto p = empty_array<T>({py::ssize_t(width), py::ssize_t(b.cols)});
+    T* pp = p.mutable_data();
+    {
+      py::gil_scoped_release release;
+      vsfast::block_corange<T>(cdata<T>(a), b.rows, b.cols, transposed, cdata<T>(y), width, exponent, pp);
+    }
+    return std::move(p);
+  });
+}
+
+// A square (n, n) array.
+std::size_t square_of(const py::array& a, const std::string& name) {
+  const MatrixShape s = matrix_shape(a, name, false);
+  if (s.rows != s.cols) throw std::invalid_argument(name + ": expected a square array, got shape " + shape_str(a));
+  return s.rows;
+}
+
+py::object cholesky_factor_py(const py::array& gram, bool near_identity) {
+  const std::size_t n = square_of(gram, "G");
+  return dispatch(gram, [&](auto tag) -> py::object {
+    using T = decltype(tag);
+    auto r = empty_array<T>({py::ssize_t(n), py::ssize_t(n)});
+    T* pr = r.mutable_data();
+    bool factored;
+    {
+      py::gil_scoped_release release;
+      factored = vsfast::cholesky_factor<T>(cdata<T>(gram), n, near_identity, pr);
+    }
+    return factored ? py::object(std::move(r)) : py::object(py::none());
+  });
+}
+
+py::object solve_factor_py(const py::array& y, const py::array& r, bool with_gram) {
+  const MatrixShape s = matrix_shape(y, "Y", false);  // (width, rows)
+  if (square_of(r, "R") != s.rows)
+    throw std::invalid_argument("R: expected a (" + std::to_string(s.rows) + ", " + std::to_string(s.rows) +
+                                ") array, Y's width, got shape " + shape_str(r));
+  require_same_dtype(r, "R", y, "Y");
+  return dispatch(y, [&](auto tag) -> py::object {
+    using T = decltype(tag);
+    py::array_t<T> out(std::vector<py::ssize_t>{py::ssize_t(s.rows), py::ssize_t(s.cols)}, cdata<T>(y));  // a copy
+    py::object gram = py::none();
+    T* pg = nullptr;
+    if (with_gram) {
+      auto g = empty_array<T>({py::ssize_t(s.rows), py::ssize_t(s.rows)});
+      pg = g.mutable_data();
+      gram = std::move(g);
+    }
+    T* po = out.mutable_data();
+    {
+      py::gil_scoped_release release;
+      vsfast::solve_factor<T>(po, s.cols, s.rows, cdata<T>(r), pg);
+    }
+    return py::make_tuple(out, gram);
+  });
+}
+
+py::object householder_qr_py(const py::array& y) {
+  const MatrixShape s = matrix_shape(y, "Y", false);  // (width, rows)
+  if (s.cols < s.rows)
+    throw std::invalid_argument("Y: expected at least as many rows as columns, a (width, rows) array with rows >= "
+                                "width, got shape " + shape_str(y));
+  return dispatch(y, [&](auto tag) -> py::object {
+    using T = decltype(tag);
+    py::array_t<T> q(std::vector<py::ssize_t>{py::ssize_t(s.rows), py::ssize_t(s.cols)}, cdata<T>(y));  // a copy
+    auto r = empty_array<T>({py::ssize_t(s.rows), py::ssize_t(s.rows)});
+    T *pq = q.mutable_data(), *pr = r.mutable_data();
+    {
+      py::gil_scoped_release release;
+      vsfast::householder_qr<T>(pq, s.cols, s.rows, pr);
+    }
+    return py::make_tuple(q, r);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
 // The chain: one class per dtype; the Python layer picks the one matching its arrays.
 
 template <class T>
@@ -384,6 +545,15 @@ PYBIND11_MODULE(_core, m) {
   m.def("complement", &complement_py, py::arg("basis"), py::arg("n"));
   m.def("project", &project_py, py::arg("X"), py::arg("basis"));
   m.def("pinv", &pinv_py, py::arg("A"), py::arg("rtol") = py::none(), py::arg("atol") = py::none());
+  m.def("sketch", &sketch_py, py::arg("m"), py::arg("n"), py::arg("k"), py::arg("oversample"), py::arg("seed"),
+        py::arg("dtype"));
+  m.def("block_largest", &block_largest_py, py::arg("A"), py::arg("name"));
+  m.def("block_exponent", &block_exponent_py, py::arg("largest"), py::arg("dtype"));
+  m.def("block_range", &block_range_py, py::arg("A"), py::arg("Z"), py::arg("transposed"), py::arg("exponent"));
+  m.def("block_corange", &block_corange_py, py::arg("A"), py::arg("Y"), py::arg("transposed"), py::arg("exponent"));
+  m.def("cholesky_factor", &cholesky_factor_py, py::arg("G"), py::arg("near_identity"));
+  m.def("solve_factor", &solve_factor_py, py::arg("Y"), py::arg("R"), py::arg("with_gram"));
+  m.def("householder_qr", &householder_qr_py, py::arg("Y"));
   vsfast::init_threads();
   m.def("get_num_threads", &vsfast::num_threads, "Threads vsfast's kernels use.");
   m.def("set_num_threads", &vsfast::set_num_threads, py::arg("threads"),

@@ -2,6 +2,7 @@
 // their declarations.
 #include "vsfast/api.hpp"
 
+#include "vsfast/blocks.hpp"
 #include "vsfast/chain.hpp"
 #include "vsfast/newton.hpp"
 #include "vsfast/pinv.hpp"
@@ -21,6 +22,14 @@ namespace vsfast {
                         std::optional<double>, std::int64_t*);                                                    \
   template void project<T>(const T*, std::size_t, std::size_t, const T*, std::size_t, T*, T*);                    \
   template void complement<T>(const T*, std::size_t, std::size_t, std::size_t, T*);                               \
+  template void sketch<T>(std::size_t, std::size_t, const RsvdParams&, T*);                                     \
+  template double block_largest<T>(const T*, std::size_t, const std::string&);                                  \
+  template void block_range<T>(const T*, std::size_t, std::size_t, bool, const T*, std::size_t, int, T*, T*);   \
+  template void block_corange<T>(const T*, std::size_t, std::size_t, bool, const T*, std::size_t, int, T*);     \
+  template int block_exponent<T>(double);                                                                       \
+  template bool cholesky_factor<T>(const T*, std::size_t, bool, T*);                                            \
+  template void solve_factor<T>(T*, std::size_t, std::size_t, const T*, T*);                                    \
+  template void householder_qr<T>(T*, std::size_t, std::size_t, T*);                                            \
   template class Chain<T>;                                                                                        \
   template std::vector<std::size_t> reconstruct<T>(const Chain<T>&, const T*, std::size_t, const T*, std::size_t, \
                                                    bool, T*);                                                     \

@@ -1,7 +1,8 @@
 // The CPU core's operations, the twins of csrc/cuda/api.hpp name for name and argument for
 // argument: rsvd, svd, svdvals, pinv, project and the chain's reconstruct and forward; and the
-// CPU's own rank, complement and the chain's solve. Arrays are row-major and batched over a
-// leading axis, as on the GPU. Where the GPU takes a Call (device, stream, workspace), the CPU
+// CPU's own rank, complement, the chain's solve and the block steps of a distributed rsvd.
+// Arrays are row-major (the block steps' own layout aside) and batched over a leading axis, as
+// on the GPU. Where the GPU takes a Call (device, stream, workspace), the CPU
 // takes nothing: it runs on vsfast's threads (parallel.hpp: num_threads, set_num_threads) and
 // keeps its scratch memory per thread.
 //
@@ -65,6 +66,47 @@ void project(const T* x, std::size_t rows, std::size_t n, const T* basis, std::s
 // rows of length n (batch x r x n).
 template <class T>
 void complement(const T* basis, std::size_t batch, std::size_t r, std::size_t n, T* out);
+
+// --- CPU only: the steps of a randomized SVD over a tall matrix held as blocks of rows ---------
+// (blocks.hpp; vsfast.distributed runs them as Dask tasks). Tall and small matrices are
+// column-major; a block B of M (rows x cols) is row-major, or with `transposed` its row-major
+// transpose.
+
+// omega (column-major min(m, n) x sketch_width) = the Gaussian test matrix rsvd draws for m x n.
+template <class T>
+void sketch(std::size_t m, std::size_t n, const RsvdParams& p, T* omega);
+
+// The largest magnitude among count values; NaN or inf refused, naming `name`.
+template <class T>
+double block_largest(const T* a, std::size_t count, const std::string& name);
+
+// y (rows x width) = 2^-exponent B z, z (cols x width); gram (width x width) = y^T y.
+template <class T>
+void block_range(const T* a, std::size_t rows, std::size_t cols, bool transposed, const T* z, std::size_t width,
+                 int exponent, T* y, T* gram);
+
+// p (cols x width) = 2^-exponent B^T y, y (rows x width).
+template <class T>
+void block_corange(const T* a, std::size_t rows, std::size_t cols, bool transposed, const T* y, std::size_t width,
+                   int exponent, T* p);
+
+// The power of two rsvd scales a matrix whose largest magnitude is `largest` by (2^-exponent),
+// 0 inside the safe range (common.hpp's rescaling_exponent).
+template <class T>
+int block_exponent(double largest);
+
+// r = the upper Cholesky factor of the symmetric n x n gram; false when gram is not numerically
+// positive definite or, with near_identity, more than 1/2 from the identity (CholeskyQR2's test).
+template <class T>
+bool cholesky_factor(const T* gram, std::size_t n, bool near_identity, T* r);
+
+// y (rows x width) <- y r^-1 for the upper-triangular r; gram (unless null) = the new y^T y.
+template <class T>
+void solve_factor(T* y, std::size_t rows, std::size_t width, const T* r, T* gram);
+
+// y (rows x width, rows >= width) <- Q and r <- R of its Householder QR.
+template <class T>
+void householder_qr(T* y, std::size_t rows, std::size_t width, T* r);
 
 // One layer of a chain, h -> act(h W^T + b), holding its weight and bias.
 template <class T>

@@ -8,7 +8,11 @@ Primitives (the GPU backend has the same names and signatures):
 - ``rank`` of host singular values, ``complement`` of orthonormal rows, ``project`` of rows;
 - ``to_host``, ``concat``, ``contiguous``, ``transpose``, ``dtype_of``: moving, assembling and
   describing this backend's arrays;
-- ``chain(layers, rtol, atol)``: the engine behind :class:`vsfast.Chain`.
+- ``chain(layers, rtol, atol)``: the engine behind :class:`vsfast.Chain`;
+- the block steps of a randomized SVD over a matrix held as blocks (``sketch``,
+  ``block_largest``, ``block_exponent``, ``block_range``, ``block_corange``, ``cholesky_factor``, ``solve_factor``,
+  ``householder_qr``), which :mod:`vsfast.distributed` runs as Dask tasks. They hold a tall
+  rows x width matrix as its column-major storage, a C-contiguous (width, rows) array.
 
 Arguments reach these functions already checked by :mod:`vsfast.linalg` (shapes, ranges of k,
 tolerances); the compiled core checks again only what memory safety needs.
@@ -23,8 +27,9 @@ import numpy as np
 from .. import _core
 from .._arrays import is_tensor
 
-__all__ = ["asarray", "chain", "complement", "concat", "contiguous", "dtype_of", "pinv", "project", "rank", "rsvd",
-           "svd", "svdvals", "to_host", "transpose"]
+__all__ = ["asarray", "block_corange", "block_exponent", "block_largest", "block_range", "chain", "cholesky_factor", "complement",
+           "concat", "contiguous", "dtype_of", "householder_qr", "pinv", "project", "rank", "rsvd", "sketch",
+           "solve_factor", "svd", "svdvals", "to_host", "transpose"]
 
 name = "cpu"
 Wrap = Callable[[np.ndarray], Any]
@@ -147,3 +152,50 @@ def chain(layers, rtol: float | None, atol: float | None):
     ``input_dim``, ``output_dim``, ``reconstruct``, ``solve`` and ``forward``."""
     engine = _core.ChainF32 if layers[0][0].dtype == np.float32 else _core.ChainF64
     return engine(layers, rtol, atol)
+
+
+# --- the block steps of a randomized SVD over a matrix held as blocks (csrc/vsfast/blocks.hpp) ---
+
+def sketch(m: int, n: int, k: int, oversample: int, seed: int, dtype) -> np.ndarray:
+    """The Gaussian test matrix :func:`rsvd` draws for an m x n matrix, min(m, n) x (k + p)
+    column-major: a (k + p, min(m, n)) array."""
+    return _core.sketch(m, n, k, oversample, seed, np.dtype(dtype))
+
+
+def block_largest(a: np.ndarray, name: str) -> float:
+    """The largest magnitude in a; NaN or inf raise ValueError naming `name`."""
+    return _core.block_largest(a, name)
+
+
+def block_exponent(largest: float, dtype) -> int:
+    """The power of two by which :func:`rsvd` scales a matrix whose largest magnitude is
+    `largest` (its products would overflow or underflow otherwise): B becomes 2^-e B; 0 inside
+    the safe range."""
+    return _core.block_exponent(largest, np.dtype(dtype))
+
+
+def block_range(a: np.ndarray, z: np.ndarray, transposed: bool, exponent: int):
+    """(Y, Y^T Y) for Y = 2^-exponent B Z: B the block a (rows x cols, or with `transposed` a's
+    transpose), Z cols x width column-major; Y comes column-major, a (width, rows) array."""
+    return _core.block_range(a, z, transposed, exponent)
+
+
+def block_corange(a: np.ndarray, y: np.ndarray, transposed: bool, exponent: int) -> np.ndarray:
+    """2^-exponent B^T Y (cols x width, column-major) for the block B as in :func:`block_range`."""
+    return _core.block_corange(a, y, transposed, exponent)
+
+
+def cholesky_factor(gram: np.ndarray, near_identity: bool):
+    """The upper Cholesky factor R (column-major) of a symmetric Gram matrix, or None where it is
+    not numerically positive definite (or, with `near_identity`, more than 1/2 from I)."""
+    return _core.cholesky_factor(gram, near_identity)
+
+
+def solve_factor(y: np.ndarray, r: np.ndarray, with_gram: bool):
+    """(Y R^-1, its Gram matrix or None) for column-major Y and upper-triangular R."""
+    return _core.solve_factor(y, r, with_gram)
+
+
+def householder_qr(y: np.ndarray):
+    """(Q, R) of the column-major Y (rows >= width) by Householder QR."""
+    return _core.householder_qr(y)

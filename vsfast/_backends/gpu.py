@@ -427,5 +427,43 @@ def chain(layers, rtol: float | None, atol: float | None) -> _Chain:
     return _Chain(layers, rtol, atol)
 
 
-__all__ = ["asarray", "chain", "complement", "concat", "contiguous", "dtype_of", "pinv", "project", "rank", "rsvd",
-           "svd", "svdvals", "to_host", "transpose", "cuda_available", "set_gpu_precision", "get_gpu_precision", "IMPORT_ERROR"]
+# The block steps of a distributed rsvd (cpu.py) run on the CPU: Dask's workers hold numpy blocks.
+def _runs_on_the_cpu(name: str):
+    raise TypeError(f"{name} runs on the CPU: vsfast.distributed works on dask arrays of numpy blocks")
+
+
+def sketch(m: int, n: int, k: int, oversample: int, seed: int, dtype):
+    _runs_on_the_cpu("sketch")
+
+
+def block_largest(a, name: str) -> float:
+    _runs_on_the_cpu("block_largest")
+
+
+# A rule of the dtype, decided on the host as on the CPU.
+block_exponent = cpu.block_exponent
+
+
+def block_range(a, z, transposed: bool, exponent: int):
+    _runs_on_the_cpu("block_range")
+
+
+def block_corange(a, y, transposed: bool, exponent: int):
+    _runs_on_the_cpu("block_corange")
+
+
+def cholesky_factor(gram, near_identity: bool):
+    _runs_on_the_cpu("cholesky_factor")
+
+
+def solve_factor(y, r, with_gram: bool):
+    _runs_on_the_cpu("solve_factor")
+
+
+def householder_qr(y):
+    _runs_on_the_cpu("householder_qr")
+
+
+__all__ = ["asarray", "block_corange", "block_exponent", "block_largest", "block_range", "chain", "cholesky_factor", "complement",
+           "concat", "contiguous", "dtype_of", "householder_qr", "pinv", "project", "rank", "rsvd", "sketch",
+           "solve_factor", "svd", "svdvals", "to_host", "transpose", "cuda_available", "set_gpu_precision", "get_gpu_precision", "IMPORT_ERROR"]
