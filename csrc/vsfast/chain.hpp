@@ -39,17 +39,11 @@ std::vector<T> lift(const PinvFactors<T>& f, std::size_t m) {
 
 // In place: h <- act^-1(h) - b. Returns how many entries had to be clamped.
 template <class T>
-std::size_t invert_activation(const Layer<T>& L, T* h, std::size_t rows) {
+std::size_t invert_layer(const Layer<T>& L, T* h, std::size_t rows) {
   std::atomic<std::size_t> clamped{0};
+  const T* bias = L.bias.empty() ? nullptr : L.bias.data();
   parallel_rows(rows, L.m, [&](std::size_t begin, std::size_t end) {
-    std::size_t local = 0;
-    for (std::size_t i = begin; i < end; ++i)
-      for (std::size_t j = 0; j < L.m; ++j) {
-        T& v = h[i * L.m + j];
-        v = L.activation.inverse(v, local);
-        if (!L.bias.empty()) v -= L.bias[j];
-      }
-    clamped += local;
+    clamped += invert_activation(L.activation, bias, L.m, h + begin * L.m, (end - begin) * L.m);
   });
   return clamped.load();
 }
@@ -61,12 +55,9 @@ std::vector<T> apply_layer(const Layer<T>& L, const T* h, std::size_t rows) {
   gemm_rowmajor(false, true, to_blas_int(rows, "rows"), static_cast<blas_int>(L.m), static_cast<blas_int>(L.n), T(1),
                 h, static_cast<blas_int>(L.n), L.weight.data(), static_cast<blas_int>(L.n), T(0), out.data(),
                 static_cast<blas_int>(L.m));
+  const T* bias = L.bias.empty() ? nullptr : L.bias.data();
   parallel_rows(rows, L.m, [&](std::size_t begin, std::size_t end) {
-    for (std::size_t i = begin; i < end; ++i)
-      for (std::size_t j = 0; j < L.m; ++j) {
-        T& v = out[i * L.m + j];
-        v = L.activation.forward(L.bias.empty() ? v : v + L.bias[j]);
-      }
+    activate_in_place(L.activation, bias, L.m, out.data() + begin * L.m, (end - begin) * L.m);
   });
   return out;
 }
@@ -139,7 +130,7 @@ std::vector<std::size_t> reconstruct(const Chain<T>& chain, const T* y, std::siz
   std::copy(y, y + rows * chain.output_dim(), h);
   for (std::size_t l = depth; l-- > 0;) {
     const Layer<T>& L = chain.layer(l);
-    clamped[l] = detail::invert_activation(L, h, rows);
+    clamped[l] = detail::invert_layer(L, h, rows);
     T* out = l == 0 ? x : next;
     gemm_rowmajor(false, false, to_blas_int(rows, "rows"), static_cast<blas_int>(L.n), static_cast<blas_int>(L.m),
                   T(1), h, static_cast<blas_int>(L.m), chain.pinv_t(l).data(), static_cast<blas_int>(L.n), T(0), out,
