@@ -1,17 +1,16 @@
 // Elementary functions for the activations' loops over arrays (activations.hpp): expm1 and exp of
-// x <= 0, log1p and log, in float and double. glibc's scalar expm1f/log1pf cost a function call
-// and a branchy evaluation per entry (13-17 % of Chain.solve's time in profiles on AMD EPYC and
-// Intel Xeon); these are branch-free polynomials, so a loop that calls them vectorises on any
-// x86-64 (SSE2, the wheels' baseline) or other target, and gives the same bits on every CPU the
-// same build runs on. glibc's vector library (libmvec) would need -ffast-math to be called and
-// glibc 2.35 for expm1 and log1p.
+// x <= 0, log1p and log, in float and double. glibc's scalar expm1f and log1pf cost a call and a
+// branchy evaluation per value (13-17 % of Chain.solve's time in profiles on AMD EPYC and Intel
+// Xeon); these are branch-free polynomials, so a loop that calls them vectorises on any x86-64
+// (SSE2, the wheels' baseline) or other target, and gives the same bits on every CPU that runs
+// the same build. glibc's vector library (libmvec) would be called only under -ffast-math, and
+// has expm1 and log1p only from glibc 2.35.
 //
-// Each function keeps to a few units in the last place (ulps) of the exact value over its whole
-// domain, subnormal results included; tests/test_activations.py measures the activations built
-// on them against float64 (float) or long double (double), and docs/inverse-maps.md lists the
-// maxima. The methods are the classic ones (Cody and Waite's argument reduction; Tang's and
-// fdlibm's formulations) with plain Taylor coefficients, whose truncation error is stated at
-// each polynomial.
+// Each function stays within a few units in the last place (ulps) of the exact value over its
+// domain, subnormal results included: tests/test_activations.py measures the activations built on
+// them against long double, and docs/inverse-maps.md states the bound. The methods are the
+// classic ones (Cody and Waite's reduction for exp, fdlibm's formulation of log) with the Taylor
+// coefficients of the series, whose truncation error is stated at each polynomial.
 #pragma once
 
 #include <cstdint>
