@@ -250,7 +250,10 @@ def connect(scheduler: str | None = None, workers: int | None = None) -> Iterato
             yield client
         return
     count = check_int(workers, "workers", low=1) if workers is not None else _usable_cores()
-    with LocalCluster(n_workers=count, threads_per_worker=1, processes=True) as cluster, Client(cluster) as client:
+    # A local cluster serves this machine only: scheduler and dashboard on the loopback address,
+    # the dashboard on a free port (8787 may be another cluster's).
+    with LocalCluster(n_workers=count, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
         log.info("Dask dashboard: %s (a LocalCluster of %d worker processes)", client.dashboard_link, count)
         yield client
 
