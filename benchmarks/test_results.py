@@ -73,7 +73,7 @@ def test_write_section_leaves_the_file_alone_on_error(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["RESULTS.md"]
 
 
-@pytest.mark.parametrize("script", ["ratios.py", "threads.py", "analysis.py", "inverse.py", "cuda.py", "distributed.py"])
+@pytest.mark.parametrize("script", ["ratios.py", "threads.py", "analysis.py", "inverse.py", "cuda.py", "dask_rsvd.py"])
 def test_results_file_has_every_scripts_section(script):
     begin, end = section_markers(script)
     text = RESULTS.read_text()

@@ -1,6 +1,6 @@
 """vsfast.distributed.rsvd against dask.array.linalg.svd_compressed on one LocalCluster.
 
-    .venv/bin/python benchmarks/distributed.py [--rows 200000] [--cols 4096] [--chunk-rows 12500]
+    .venv/bin/python benchmarks/dask_rsvd.py [--rows 200000] [--cols 4096] [--chunk-rows 12500]
                                                [--k 64] [--rounds 3] [--quick] [--no-write]
 
 A float32 matrix of layer-like spectrum (benchmarks/common.py's layer_like, built block by block
@@ -13,31 +13,27 @@ per result one float64 pass for X^T U), the bytes the workers sent each other du
 and 16 workers from the measured per-chunk costs (Dask's task stream). The GEMM floor row does
 the (2q + 2) products over one chunk that a randomized SVD cannot avoid, timed on one thread in the
 client, times the chunks each worker holds.
-The table is printed and written as the distributed.py section of benchmarks/RESULTS.md.
+The table is printed and written as the dask_rsvd.py section of benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-# This script's name is the package's, `distributed`: its folder goes to the end of the path
-# (which the workers inherit), so that the package is found first and common.py still is.
-_HERE = str(Path(__file__).resolve().parent)
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE] + [_HERE]
+sys.path.insert(0, str(Path(__file__).parent))
+from common import add_results_options, markdown_table, publish  # noqa: E402
 
 import dask  # noqa: E402
 import dask.array as da  # noqa: E402
 from distributed import Client, LocalCluster, get_task_stream, wait  # noqa: E402
 
 import vsfast.distributed as vd  # noqa: E402
-from common import add_results_options, markdown_table, publish  # noqa: E402
 
 OVERSAMPLE, POWER_ITERS, RANK, NOISE = 10, 2, 256, 1e-3
 
@@ -236,7 +232,7 @@ def main() -> None:
              f"time; network time not included.")
     columns = ["method", "time", "time / vsfast's", "spectral error / σ₁", "bytes between workers", "4 workers",
                "16 workers"]
-    publish(args, "distributed.py", markdown_table(title, columns, rows))
+    publish(args, "dask_rsvd.py", markdown_table(title, columns, rows))
 
 
 if __name__ == "__main__":
