@@ -219,12 +219,14 @@ def main() -> None:
                      f"{projection(median[name], b, chunks, 16, args.workers):.2f} s"])
     floor_time = float(np.median(floor_times))
     rows.append([f"GEMM floor: the {2 * POWER_ITERS + 2} products on one chunk (numpy, 1 thread, in the client) "
-                 f"× {floor_chunks} chunks a worker", f"{floor_time:.2f} s", f"{floor_time / ours:.2f}×", "–", "–",
+                 f"× {floor_chunks} chunks a worker", f"{floor_time:.2f} s", f"{floor_time / ours:.2f}×", "–",
+                 "–",
                  f"{floor_time / floor_chunks * math.ceil(chunks / 4):.2f} s",
                  f"{floor_time / floor_chunks * math.ceil(chunks / 16):.2f} s"])
     title = (f"{args.rows:,} × {args.cols} float32 (layer-like spectrum) in {chunks} row chunks of "
              f"{args.chunk_rows:,}, k = {args.k}, oversampling {OVERSAMPLE}, {POWER_ITERS} power iterations, "
-             f"LocalCluster of {args.workers} worker processes × 1 thread; median of {args.rounds} interleaved rounds. "
+             f"LocalCluster of {args.workers} worker processes × 1 thread; median of {args.rounds} interleaved "
+             f"rounds. "
              f"Error: ||X − U S Vh||₂ / σ₁ against the float64 reference (best possible σ_{{k+1}}/σ₁ = "
              f"{reference_s[args.k] / reference_s[0]:.3e}; reference X^T X in float64: {reference_time:.0f} s once). "
              f"Bytes: sent between workers during one call (Dask's Worker.transfer_outgoing_bytes_total). "
