@@ -1,15 +1,17 @@
 """vsfast.analyze against WeightWatcher 0.7 on the same models: the metrics both compute, and the
 time of each one's whole analysis, measured in one run.
 
-    .venv/bin/python benchmarks/vs_weightwatcher.py [--rounds N] [--models resnet50,vit_b_16,fcnn5] [--no-write]
+    .venv/bin/python benchmarks/vs_weightwatcher.py [--rounds N] [--models resnet50,vit_b_16,fcnn5]
+                                                    [--threads 2,1] [--no-write]
 
 Needs ``pip install "weightwatcher>=0.7,<0.8"`` (the ``bench`` extra). Models: torchvision's
 ResNet50 and ViT-B/16 with random weights (seed 0) and the paper's FCNN-5 (vsfast.mnist's
 shipped weights). WeightWatcher runs with plots and randomization off (``plot=False,
 randomize=False``) and ``conv2d_norm=False``, so that it analyses the weights as they are (its
-default scales a convolution's slices by sqrt(kh*kw/2)); nothing else changes its work. Its
-numpy/scipy BLAS and vsfast use the same cores (run this without OPENBLAS_NUM_THREADS=1: that
-would hold WeightWatcher's BLAS to one thread). Times are medians of interleaved rounds.
+default scales a convolution's slices by sqrt(kh*kw/2)); nothing else changes its work. Each
+thread count of ``--threads`` is one row per model: vsfast's threads, and the BLAS threads of
+the numpy and scipy WeightWatcher computes with (threadpoolctl), are set to it. Times are medians
+of interleaved rounds, after one call of each.
 
 The metrics are compared on the matrices both tools analyse alike: Linear weights and 1x1
 convolutions (WeightWatcher reads a k x k convolution as k*k slices of out x in whose eigenvalues
@@ -25,6 +27,7 @@ import argparse
 import logging
 import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -92,40 +95,72 @@ def compare(model, report, frame) -> dict:
             "worst": worst}
 
 
+@contextmanager
+def blas_threads(n: int):
+    """numpy's and scipy's BLAS, which WeightWatcher computes with, on n threads; vsfast's own
+    OpenBLAS stays as vsfast keeps it (one thread: vsfast threads around it)."""
+    import scipy_openblas32
+    from threadpoolctl import ThreadpoolController
+
+    ours = Path(scipy_openblas32.get_lib_dir()).resolve()
+    libs = [lib for lib in ThreadpoolController().lib_controllers
+            if lib.user_api == "blas" and Path(lib.filepath).resolve().parent != ours]
+    before = [lib.num_threads for lib in libs]
+    for lib in libs:
+        lib.set_num_threads(n)
+    try:
+        yield
+    finally:
+        for lib, count in zip(libs, before):
+            lib.set_num_threads(count)
+
+
+def measure(name: str, model, threads: int, rounds: int) -> tuple[list[str], str | None]:
+    """One row of the table: both analyses timed on ``threads`` threads, their metrics compared."""
+    vsfast.set_num_threads(threads)
+    torch.set_num_threads(threads)
+    with blas_threads(threads):
+        ours_time, theirs_time = interleaved_medians([lambda: vsfast.analyze(model), lambda: weightwatcher(model)],
+                                                     rounds)
+        report, frame = vsfast.analyze(model), weightwatcher(model)
+    c = compare(model, report, frame)
+    row = [name, str(threads), f"{len(report)} / {len(frame)}", f"{c['compared']}", f"{c['sigma']:.1e}",
+           f"{c['stable']:.1e}", f"{c['alpha_equal']} of {c['alphas']}", f"{c['alpha_median']:.1e}",
+           f"{ours_time:.2f} s", f"{theirs_time:.2f} s", f"{theirs_time / ours_time:.1f}×"]
+    note = None
+    if c["worst"] is not None and c["worst"][0] >= 1e-3:
+        _, layer, a, b, xa, xb = c["worst"]
+        note = (f"- {name}, largest alpha difference: {layer}, vsfast {a:.3f} (x_min {xa:.4g}), "
+                f"WeightWatcher {b:.3f} (x_min {xb:.4g}).")
+    return row, note
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--threads", default="2,1", help="thread counts, one row each (default: %(default)s)")
     add_results_options(parser)
     args = parser.parse_args()
     import weightwatcher as ww
-    from threadpoolctl import threadpool_info
 
     logging.getLogger("weightwatcher").setLevel(logging.ERROR)
-    torch.set_num_threads(vsfast.get_num_threads())
-    blas = ", ".join(f"{p['internal_api']} {p['num_threads']} threads ({Path(p['filepath']).name})"
-                     for p in threadpool_info() if p["user_api"] == "blas")
-
     rows, notes = [], []
+    default = vsfast.get_num_threads()
     for name in args.models.split(","):
         model = build(name)
-        ours_time, theirs_time = interleaved_medians([lambda: vsfast.analyze(model), lambda: weightwatcher(model)],
-                                                     args.rounds)
-        report, frame = vsfast.analyze(model), weightwatcher(model)
-        c = compare(model, report, frame)
-        rows.append([name, f"{len(report)} / {len(frame)}", f"{c['compared']}", f"{c['sigma']:.1e}",
-                     f"{c['stable']:.1e}", f"{c['alpha_equal']} of {c['alphas']}", f"{c['alpha_median']:.1e}",
-                     f"{ours_time:.2f} s", f"{theirs_time:.1f} s", f"{theirs_time / ours_time:.1f}×"])
-        if c["worst"] is not None and c["worst"][0] >= 1e-3:
-            _, layer, a, b, xa, xb = c["worst"]
-            notes.append(f"- {name}, largest alpha difference: {layer}, vsfast {a:.3f} (x_min {xa:.4g}), "
-                         f"WeightWatcher {b:.3f} (x_min {xb:.4g}).")
+        for threads in (int(t) for t in args.threads.split(",")):
+            row, note = measure(name, model, threads, args.rounds)
+            rows.append(row)
+            notes += [note] if note and note not in notes else []
+    vsfast.set_num_threads(default)  # the header names the default; the rows, their own counts
 
     title = (f"vsfast.analyze (float32, whole spectra, metrics) against WeightWatcher {ww.__version__} "
-             f"(plot=False, randomize=False, conv2d_norm=False), median of {args.rounds} interleaved rounds; "
-             f"BLAS pools: {blas}")
-    columns = ["model", "matrices vsfast / WW", "compared", "σ_max max rel. diff", "stable rank max rel. diff",
-               "alpha equal (< 1e-3)", "alpha median rel. diff", "vsfast", "WeightWatcher", "speed-up"]
+             f"(plot=False, randomize=False, conv2d_norm=False, float64 scipy SVDs), median of {args.rounds} "
+             "interleaved rounds")
+    columns = ["model", "threads", "matrices vsfast / WW", "compared", "σ_max max rel. diff",
+               "stable rank max rel. diff", "alpha equal (< 1e-3)", "alpha median rel. diff", "vsfast", "WeightWatcher",
+               "speed-up"]
     body = markdown_table(title, columns, rows)
     if notes:
         body += "\n\n" + "\n".join(notes)
