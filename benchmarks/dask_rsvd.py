@@ -20,24 +20,20 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-# This script's name is the package's, `distributed`: its folder goes to the end of the path
-# (which the workers inherit), so that the package is found first and common.py still is.
-_HERE = str(Path(__file__).resolve().parent)
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE] + [_HERE]
+sys.path.insert(0, str(Path(__file__).parent))
+from common import add_results_options, markdown_table, publish  # noqa: E402
 
 import dask  # noqa: E402
 import dask.array as da  # noqa: E402
 from distributed import Client, LocalCluster, get_task_stream, wait  # noqa: E402
 
 import vsfast.distributed as vd  # noqa: E402
-from common import add_results_options, markdown_table, publish  # noqa: E402
 
 OVERSAMPLE, POWER_ITERS, RANK, NOISE = 10, 2, 256, 1e-3
 
@@ -223,12 +219,14 @@ def main() -> None:
                      f"{projection(median[name], b, chunks, 16, args.workers):.2f} s"])
     floor_time = float(np.median(floor_times))
     rows.append([f"GEMM floor: the {2 * POWER_ITERS + 2} products on one chunk (numpy, 1 thread, in the client) "
-                 f"× {floor_chunks} chunks a worker", f"{floor_time:.2f} s", f"{floor_time / ours:.2f}×", "–", "–",
+                 f"× {floor_chunks} chunks a worker", f"{floor_time:.2f} s", f"{floor_time / ours:.2f}×", "–",
+                 "–",
                  f"{floor_time / floor_chunks * math.ceil(chunks / 4):.2f} s",
                  f"{floor_time / floor_chunks * math.ceil(chunks / 16):.2f} s"])
     title = (f"{args.rows:,} × {args.cols} float32 (layer-like spectrum) in {chunks} row chunks of "
              f"{args.chunk_rows:,}, k = {args.k}, oversampling {OVERSAMPLE}, {POWER_ITERS} power iterations, "
-             f"LocalCluster of {args.workers} worker processes × 1 thread; median of {args.rounds} interleaved rounds. "
+             f"LocalCluster of {args.workers} worker processes × 1 thread; median of {args.rounds} interleaved "
+             f"rounds. "
              f"Error: ||X − U S Vh||₂ / σ₁ against the float64 reference (best possible σ_{{k+1}}/σ₁ = "
              f"{reference_s[args.k] / reference_s[0]:.3e}; reference X^T X in float64: {reference_time:.0f} s once). "
              f"Bytes: sent between workers during one call (Dask's Worker.transfer_outgoing_bytes_total). "

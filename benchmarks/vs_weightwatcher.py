@@ -146,12 +146,14 @@ def main() -> None:
 
     logging.getLogger("weightwatcher").setLevel(logging.ERROR)
     rows, notes = [], []
+    default = vsfast.get_num_threads()
     for name in args.models.split(","):
         model = build(name)
         for threads in (int(t) for t in args.threads.split(",")):
             row, note = measure(name, model, threads, args.rounds)
             rows.append(row)
             notes += [note] if note and note not in notes else []
+    vsfast.set_num_threads(default)  # the header names the default; the rows, their own counts
 
     title = (f"vsfast.analyze (float32, whole spectra, metrics) against WeightWatcher {ww.__version__} "
              f"(plot=False, randomize=False, conv2d_norm=False, float64 scipy SVDs), median of {args.rounds} "

@@ -134,19 +134,21 @@ def test_bench_shapes(tmp_path, capsys):
     assert cli.main(["bench", "48xx96", "--out", str(out)]) == 1
 
 
-def test_without_torch(tmp_path, checkpoint):
-    """torch hidden from the process: a safetensors checkpoint is still analysed; what needs
-    torch says so in one line."""
+def test_without_torch_or_matplotlib(tmp_path, checkpoint):
+    """torch and matplotlib hidden from the process (vsfast's own dependencies only): a
+    safetensors checkpoint is still analysed, without figures; what needs torch says so in one
+    line."""
     blocker = tmp_path / "blocker"
     blocker.mkdir()
     (blocker / "sitecustomize.py").write_text(textwrap.dedent("""
         import sys
-        sys.modules["torch"] = None  # import torch raises ImportError
+        sys.modules["torch"] = sys.modules["matplotlib"] = None  # importing them raises ImportError
     """))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(blocker), os.environ.get("PYTHONPATH", "")]))
     done = run("analyze", str(checkpoint), "--out", "out", cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr
-    assert (tmp_path / "out" / "layers.csv").is_file()
+    assert "figures left out: they need matplotlib (pip install vsfast[viz])" in done.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["layers.csv", "layers.json", "report.html"]
     torch.save({"w": torch.ones(2, 2)}, tmp_path / "w.pt")
     for target, what in [("w.pt", "reading a torch checkpoint (w.pt)"),
                          ("torchvision:resnet18", "loading torchvision:resnet18")]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import html
+import importlib.util
 import json
 import logging
 import math
@@ -152,13 +153,11 @@ def _tail(name: str, width: int = 36) -> str:
 
 def _spectra_figures(report, folder: Path) -> list[tuple[str, str]]:
     """spectra_1.png, spectra_2.png, ...: every matrix's singular values, SPECTRA_PER_FIGURE a figure."""
-    try:
-        import matplotlib  # noqa: F401 - viz imports it where it draws: missing, the figures are left out
-
-        from . import viz
-    except ImportError:
+    if importlib.util.find_spec("matplotlib") is None:
         log.warning("figures left out: they need matplotlib (pip install vsfast[viz])")
         return []
+    from . import viz
+
     layers = list(report)
     figures = []
     for number, start in enumerate(range(0, len(layers), SPECTRA_PER_FIGURE), 1):

@@ -27,9 +27,9 @@ import numpy as np
 from .. import _core
 from .._arrays import is_tensor
 
-__all__ = ["asarray", "block_corange", "block_exponent", "block_largest", "block_range", "chain", "cholesky_factor", "complement",
-           "concat", "contiguous", "dtype_of", "householder_qr", "pinv", "project", "rank", "rsvd", "sketch",
-           "solve_factor", "svd", "svdvals", "to_host", "transpose"]
+__all__ = ["asarray", "block_corange", "block_exponent", "block_largest", "block_range", "chain", "cholesky_factor",
+           "complement", "concat", "contiguous", "dtype_of", "householder_qr", "pinv", "project", "rank", "rsvd",
+           "sketch", "solve_factor", "svd", "svdvals", "to_host", "transpose"]
 
 name = "cpu"
 Wrap = Callable[[np.ndarray], Any]

@@ -464,6 +464,7 @@ def householder_qr(y):
     _runs_on_the_cpu("householder_qr")
 
 
-__all__ = ["asarray", "block_corange", "block_exponent", "block_largest", "block_range", "chain", "cholesky_factor", "complement",
-           "concat", "contiguous", "dtype_of", "householder_qr", "pinv", "project", "rank", "rsvd", "sketch",
-           "solve_factor", "svd", "svdvals", "to_host", "transpose", "cuda_available", "set_gpu_precision", "get_gpu_precision", "IMPORT_ERROR"]
+__all__ = ["asarray", "block_corange", "block_exponent", "block_largest", "block_range", "chain", "cholesky_factor",
+           "complement", "concat", "contiguous", "dtype_of", "householder_qr", "pinv", "project", "rank", "rsvd",
+           "sketch", "solve_factor", "svd", "svdvals", "to_host", "transpose", "cuda_available", "set_gpu_precision",
+           "get_gpu_precision", "IMPORT_ERROR"]
