@@ -80,7 +80,7 @@ constexpr double kProbeFactor = 2.0 * 0.79788456080286535588;  // alpha sqrt(2/p
 // norm), is at most this share of sigma_{k+1}(A), the error of the best rank-k approximation: the
 // error of the result can then grow by at most about twice this share (first order; measured on
 // trained-layer spectra: a few 1e-4 relative).
-constexpr double kRoundingShare = 1.0 / 8;
+constexpr double kRoundingShare = 1.0 / 4;
 
 // Below this many entries the bfloat16 conversion costs more than the passes save.
 constexpr std::size_t kBf16MinEntries = std::size_t{1} << 18;
@@ -198,12 +198,29 @@ const std::vector<double>& ritz_values(const T* w, std::size_t short_side, std::
   return ws.ritz;
 }
 
-// Whether A's bfloat16 rounding (of norm `rounding`) is negligible beside sigma_{k+1}(A), of which
-// the projected matrix's (k+1)-th singular value less the rounding is a lower bound (interlacing:
-// the projection of A's rounding onto the basis has no larger singular values).
-inline bool rounding_negligible(double rounding, const std::vector<double>& ritz, std::size_t k) {
-  return ritz.size() > k && rounding <= kRoundingShare * (ritz[k] - rounding);
-}
+// The check of the bfloat16 passes: A's rounding (of Frobenius norm `rounding`) must be at most
+// kRoundingShare of sigma_{k+1}(A), of which the projected matrix's (k+1)-th singular value less
+// the rounding is a lower bound (interlacing: projecting A onto a basis raises no singular value,
+// and the rounding moves each by at most its norm). The first projected matrix, one block of the
+// sketch, may underestimate sigma_{k+1} several times: there the check passes, fails when even
+// kUnderestimate times its value would, and otherwise waits for the last projected matrix, whose
+// verdict is final.
+constexpr double kUnderestimate = 4;
+
+struct Bf16Check {
+  enum State { open, waiting, passed } state = open;
+
+  // False when the bfloat16 passes must be abandoned.
+  bool judge(double rounding, const std::vector<double>& ritz, std::size_t k, bool last) {
+    if (ritz.size() <= k) return !last;
+    if (rounding <= kRoundingShare * (ritz[k] - rounding)) {
+      state = passed;
+      return true;
+    }
+    state = waiting;
+    return !last && rounding <= kRoundingShare * kUnderestimate * ritz[k];
+  }
+};
 
 // u, s, vh from the range finder's result: the long-side basis (long x d; with r2 given, Q R2 for
 // an orthonormal Q) and w = M^T Q (short x d, destroyed). The SVD w = Ub S Vb^T gives
@@ -249,17 +266,17 @@ bool power_iterate(const TallView<T>& M, std::size_t k, std::size_t l, std::size
                    T* s, T* vh, RsvdWorkspace<T>& ws) {
   const blas_int bsk = static_cast<blas_int>(l), bs = M.bs, bl = M.bl;
   ws.z.resize(M.short_side * l);
-  bool checked = !guarded;
-  const auto check = [&] {  // Z = M^T Q: its singular values are the projected matrix's
-    checked = true;
-    return rounding_negligible(M.low->rounding, ritz_values(ws.z.data(), M.short_side, 0, l, ws), k);
+  Bf16Check check;
+  if (!guarded) check.state = Bf16Check::passed;
+  const auto judge = [&](bool last) {  // Z = M^T Q: its singular values are the projected matrix's
+    return check.judge(M.low->rounding, ritz_values(ws.z.data(), M.short_side, 0, l, ws), k, last);
   };
   for (std::size_t it = 0; it < iterations; ++it) {
     const bool factored = gram_factor(ws.y.data(), bl, bsk, bl, ws.orth.gram);
     if (!factored) orthonormalize_householder(ws.y.data(), bl, bsk, bl, ws.orth.tau);
     M.backward(ws.y.data(), bsk, ws.z.data(), false);
     if (factored) trsm_right_upper(bs, bsk, ws.orth.gram.data(), bsk, ws.z.data(), bs);
-    if (!checked && !check()) return false;
+    if (check.state == Bf16Check::open && !judge(false)) return false;
     condition_basis(ws.z.data(), bs, bsk, bs, ws.orth);
     M.forward(ws.z.data(), bsk, ws.y.data(), false);
   }
@@ -267,7 +284,7 @@ bool power_iterate(const TallView<T>& M, std::size_t k, std::size_t l, std::size
   M.backward(ws.y.data(), bsk, ws.z.data(), true);  // the last pass in the input's precision
   const T* r2 = ws.orth.gram.data();
   if (r2_pending) trsm_right_upper(bs, bsk, r2, bsk, ws.z.data(), bs);
-  if (!checked && !check()) return false;
+  if (check.state != Bf16Check::passed && !judge(true)) return false;
   finish(M, ws.y.data(), ws.z.data(), l, r2_pending ? r2 : nullptr, k, u, s, vh, ws);
   return true;
 }
@@ -349,11 +366,12 @@ void remove_span(const T* q, std::size_t long_side, std::size_t d, T* x, std::si
 
 // Block Krylov iteration. Q_0 = orth(M Omega); then per block W_j = M^T Q_j (a block of the
 // projected matrix M^T Q) and Q_{j+1} = orth(M W_j) with the earlier blocks removed, by block
-// classical Gram-Schmidt run twice, each run followed by an orthonormalisation (BCGS2: Barlow &
-// Smoktunowicz, Numer. Math. 123, 2013). The second run is what keeps the basis orthonormal to
-// working precision when a block is numerically rank deficient (a float32 spectrum falling
-// below float32's precision inside the space): one run left the basis 2 % from orthonormal on
-// such a spectrum, and the error 15 times subspace iteration's. A block that the earlier ones
+// classical Gram-Schmidt run twice, each run followed by one Cholesky QR pass (BCGS2: Barlow &
+// Smoktunowicz, Numer. Math. 123, 2013; Householder QR where the Gram matrix is not positive
+// definite). The first run leaves a basis within eps cond^2 of orthonormal, which the second
+// makes orthonormal to working precision, also when a block is numerically rank deficient (a
+// float32 spectrum falling below float32's precision inside the space): one run left the basis
+// 2 % from orthonormal on such a spectrum, and the error 15 times subspace iteration's. A block that the earlier ones
 // span to working precision ends the Krylov iteration (kExhausted). With tol, probes M w of r
 // further Gaussian columns, their residuals kept orthogonal to the blocks, bound
 // ||(I - QQ^T) A|| after every block.
@@ -375,7 +393,8 @@ bool block_krylov(const TallView<T>& M, const RsvdParams& p, const T* omega, boo
     remove_span(ws.basis.data(), ls, b, ws.probes.data(), r, ws);
   }
   AdaptiveStop stop{p.tol, p.k, {}};
-  bool checked = !guarded;
+  Bf16Check check;
+  if (!guarded) check.state = Bf16Check::passed;
   std::size_t d = 0;
   for (std::size_t j = 0;; ++j) {
     const bool last = j == depth;
@@ -383,12 +402,10 @@ bool block_krylov(const TallView<T>& M, const RsvdParams& p, const T* omega, boo
     M.backward(ws.basis.data() + d * ls, bb, ws.w.data() + d * ss, last && !adaptive);
     const std::size_t known = d;
     d += b;
-    if (!checked || adaptive) {
+    const bool judging = check.state == Bf16Check::open && d > p.k;
+    if (judging || adaptive) {
       const std::vector<double>& ritz = ritz_values(ws.w.data(), ss, known, d, ws);
-      if (!checked && d > p.k) {
-        if (!rounding_negligible(rounding, ritz, p.k)) return false;
-        checked = true;
-      }
+      if (judging && !check.judge(rounding, ritz, p.k, false)) return false;
       if (adaptive && stop.done(ritz, largest_column_norm(ws.probes.data(), ls, r), rounding)) break;
     }
     if (last) break;
@@ -399,14 +416,15 @@ bool block_krylov(const TallView<T>& M, const RsvdParams& p, const T* omega, boo
     remove_span(ws.basis.data(), ls, d, next, b, ws);
     if (frobenius(next, ls * b) <= kExhausted<T> * frobenius(ws.y.data(), ls * b)) {
       if (adaptive) break;
-      return power_iterate(M, p.k, b, depth - j - 1, guarded && !checked, u, s, vh, ws);
+      return power_iterate(M, p.k, b, depth - j - 1, check.state != Bf16Check::passed, u, s, vh, ws);
     }
-    orthonormalize(next, bl, bb, ws.orth);
+    condition_basis(next, bl, bb, bl, ws.orth);
     remove_span(ws.basis.data(), ls, d, next, b, ws);
-    orthonormalize(next, bl, bb, ws.orth);
+    condition_basis(next, bl, bb, bl, ws.orth);
     if (adaptive) remove_span(next, ls, b, ws.probes.data(), r, ws);
   }
-  if (!checked) return false;
+  if (check.state != Bf16Check::passed && !check.judge(rounding, ritz_values(ws.w.data(), ss, 0, d, ws), p.k, true))
+    return false;
   finish(M, ws.basis.data(), ws.w.data(), d, static_cast<const T*>(nullptr), p.k, u, s, vh, ws);
   return true;
 }
