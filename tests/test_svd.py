@@ -155,15 +155,21 @@ _THREADS_SCRIPT = """
 import hashlib, numpy as np, vsfast
 rng = np.random.default_rng(7)
 h = hashlib.sha256()
+options = [{}, {"method": "subspace"}, {"precision": "full"}, {"power_iters": "auto", "tol": 0.05}]
+if vsfast._core.bf16_supported():
+    options += [{"precision": "bfloat16"}, {"method": "subspace", "precision": "bfloat16"}]
 for shape in [(700, 900), (900, 700), (5, 300, 520)]:
     for dtype in (np.float32, np.float64):
-        for part in vsfast.rsvd(rng.standard_normal(shape).astype(dtype), 24):
-            h.update(part.tobytes())
+        a = rng.standard_normal(shape).astype(dtype)
+        for kw in options:
+            for part in vsfast.rsvd(a, 24, **kw):
+                h.update(part.tobytes())
 print(h.hexdigest())
 """
 
 
 def test_rsvd_bitwise_identical_on_any_thread_count():
+    """Every method, precision and the adaptive depth: the same bits on 1, 2 and 3 threads."""
     digests = set()
     for threads in ("1", "2", "3"):
         env = dict(os.environ, VSFAST_NUM_THREADS=threads)

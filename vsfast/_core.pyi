@@ -35,9 +35,21 @@ def svdvals(A: NDArray[_F]) -> NDArray[_F]:
     """Singular values of A (m, n) or (batch, m, n), descending: (..., q), q = min(m, n)."""
 
 def rsvd(
-    A: NDArray[_F], k: int, oversample: int, power_iters: int, seed: int
+    A: NDArray[_F],
+    k: int,
+    oversample: int,
+    power_iters: int,
+    seed: int,
+    method: str = "subspace",
+    precision: str = "full",
+    tol: float = 0.0,
 ) -> tuple[NDArray[_F], NDArray[_F], NDArray[_F]]:
-    """Randomized truncated SVD, 1 <= k <= min(m, n): U (..., m, k), S (..., k), Vh (..., k, n)."""
+    """Randomized truncated SVD, 1 <= k <= min(m, n): U (..., m, k), S (..., k), Vh (..., k, n).
+    method "subspace" or "krylov"; precision "full", "auto" or "bfloat16"; tol > 0 (krylov only):
+    adaptive depth, power_iters being the most iterations."""
+
+def bf16_supported() -> bool:
+    """Whether this CPU and build run rsvd's bfloat16 passes (AVX512-BF16)."""
 
 def rank(
     S: NDArray[np.float32] | NDArray[np.float64], m: int, n: int, rtol: float | None = None, atol: float | None = None

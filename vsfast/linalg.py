@@ -90,35 +90,103 @@ def _seed(seed: Any) -> int:
     return check_int(seed, "seed", low=0, high=_SEED_LIMIT)
 
 
-def _rsvd_params(oversample: Any, power_iters: Any, seed: Any, short_side: int) -> tuple[int, int, int]:
+_RSVD_METHODS = ("auto", "krylov", "subspace")
+_RSVD_PRECISIONS = ("auto", "full", "bfloat16")
+# (oversample, power_iters) of each method when not given. Block Krylov with one iteration and a
+# block of k + 20 makes 4 passes of k + 20 columns where subspace iteration's (10, 2) makes 6 of
+# k + 10, and is at least as accurate as torch.svd_lowrank(niter=2) on every spectrum of the
+# tests (tests/test_svd.py) and the benchmark (benchmarks/accuracy_time.py).
+_RSVD_DEFAULTS = {"krylov": (20, 1), "subspace": (10, 2)}
+
+
+def _choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+def _rsvd_params(backend, method: Any, oversample: Any, power_iters: Any, tol: Any, precision: Any, seed: Any,
+                 short_side: int) -> tuple:
+    """rsvd's arguments checked and completed, in the order the backends take them after k:
+    oversample, power_iters, seed, method, precision, tol (0 for a fixed depth)."""
+    method = _choice(method, "method", _RSVD_METHODS)
+    if method == "auto":
+        method = backend.RSVD_METHOD
+    default_oversample, default_iters = _RSVD_DEFAULTS[method]
+    oversample = default_oversample if oversample is None else check_int(oversample, "oversample", low=0)
+    if isinstance(power_iters, str) and power_iters == "auto":
+        if tol is None:
+            raise ValueError("power_iters='auto' needs tol, the relative error ||A - U S Vh||_2 / ||A||_2 to reach")
+        if method != "krylov":
+            raise ValueError(f"power_iters='auto': the adaptive depth needs method='krylov', got {method!r}")
+        tol = check_tolerance(tol, "tol")
+        if tol == 0:
+            raise ValueError("tol: expected a number > 0, got 0.0")
+        power_iters = _MAX_POWER_ITERS
+    else:
+        if tol is not None:
+            raise ValueError("tol: only used with power_iters='auto' (the adaptive depth)")
+        tol = 0.0
+        power_iters = default_iters if power_iters is None else check_int(power_iters, "power_iters", low=0,
+                                                                            high=_MAX_POWER_ITERS)
+    precision = _choice(precision, "precision", _RSVD_PRECISIONS)
     # The sketch never has more columns than the matrix's shorter side.
-    return (min(check_int(oversample, "oversample", low=0), short_side),
-            check_int(power_iters, "power_iters", low=0, high=_MAX_POWER_ITERS),
-            _seed(seed))
+    return min(oversample, short_side), power_iters, _seed(seed), method, precision, tol
 
 
 # --- SVDs ---------------------------------------------------------------------------------------
 
-def rsvd(A: Any, k: int, *, oversample: int = 10, power_iters: int = 2, seed: Any = 0) -> SVDResult:
+def rsvd(A: Any, k: int, *, method: str = "auto", oversample: int | None = None, power_iters: int | str | None = None,
+         tol: float | None = None, precision: str = "auto", seed: Any = 0) -> SVDResult:
     """Truncated SVD by randomized range finding: ``A ~ U @ diag(S) @ Vh``.
 
-    Halko, Martinsson & Tropp (SIAM Review, 2011): a Gaussian sketch with ``k + oversample``
-    columns captures A's dominant range; each power iteration raises the spectrum to a higher
-    power (error ~ (sigma_{k+1}/sigma_k)^(2q+1) for q iterations), with re-orthonormalisation at
-    every half-step so that float32 keeps its accuracy. The small projected matrix then gets an
-    exact SVD, on the CPU in float64 whatever A's dtype (float32 divide and conquer would put
-    spurious singular values at ~64 eps sigma_1). For slowly decaying spectra raise
-    ``power_iters``; ``oversample`` of 5-10 is usually enough.
+    Halko, Martinsson & Tropp (SIAM Review, 2011): a Gaussian sketch of A's range, sharpened by
+    passes over A, then the exact SVD of the small projected matrix (on the CPU in float64
+    whatever A's dtype). Two ways to spend the passes:
+
+    - ``"subspace"`` iteration keeps the last block ``(A A^T)^q A Omega`` of ``k + oversample``
+      columns, re-orthonormalised at every half-step; the error falls like
+      ``(sigma_{k+1}/sigma_k)^(2q+1)``.
+    - ``"krylov"`` (block Krylov; Musco & Musco, NeurIPS 2015; Tropp & Webber, 2023) keeps every
+      block ``A Omega, (A A^T) A Omega, ..., (A A^T)^q A Omega`` in one orthonormal basis, for
+      the same 2q + 2 passes over A: the space is q + 1 times wider and contains subspace
+      iteration's, and its error falls like a Chebyshev polynomial of the spectrum of degree
+      2q + 1, as if the gap sigma_k/sigma_{k+1} - 1 had its square root taken. It reaches
+      subspace iteration's accuracy in fewer passes: its default, ``oversample=20,
+      power_iters=1``, is at least as accurate as subspace iteration with ``(10, 2)`` and as
+      ``torch.svd_lowrank(q=k+10, niter=2)`` with two thirds of their column-passes over A.
+
+    ``"auto"`` is block Krylov on the CPU and subspace iteration on the GPU, which runs no other.
 
     Parameters
     ----------
     A : (..., M, N) array-like, CPU or CUDA tensor, or CuPy array; integers become float64.
     k : number of singular triplets, 1 <= k <= min(M, N)
-    oversample : extra sketch columns (clipped so the sketch has at most min(M, N) columns)
-    power_iters : power iterations, at most 100
+    method : "auto", "krylov" or "subspace" (above).
+    oversample : extra sketch (block) columns beyond k, clipped so the sketch has at most min(M, N)
+        columns. Default: 20 for block Krylov, 10 for subspace iteration.
+    power_iters : iterations q, at most 100; block Krylov also stops where its space would exceed
+        min(M, N) dimensions or its next block is rounding noise. Default: 1 for block Krylov, 2
+        for subspace iteration; raise it for slowly decaying spectra. ``"auto"`` (block Krylov,
+        CPU): iterate until an a-posteriori estimate of the error certifies ``tol``, or until
+        further passes cannot improve the result by that much.
+    tol : with ``power_iters="auto"``, the relative error ``||A - U S Vh||_2 / ||A||_2`` to reach.
+        After every block the error is bounded by 20 Gaussian probes of the residual (HMT 2011,
+        Lemma 4.1: the bound fails with probability below 1e-6) combined with the truncation to
+        rank k; iteration stops once that bound is at most ``tol``, or, when no rank-k
+        approximation can reach ``tol`` (``sigma_{k+1} > tol sigma_1`` is certain), once the
+        leading k + 1 singular values of the projected matrix move by less than ``tol sigma_1``.
+    precision : the precision of the passes over A (CPU). ``"auto"``: all but the last pass in
+        bfloat16 where this CPU has AVX512-BF16 (see ``vsfast.show_config()``), A has at least
+        2^18 entries, and A's rounding to bfloat16 (its Frobenius norm, computed exactly) is at
+        most 1/8 of sigma_{k+1}, bounded from below by the first projected matrix; a spectrum
+        that needs the input's precision gets it, recomputed from the start. ``"full"``: the
+        input's precision throughout. ``"bfloat16"``: bfloat16 without that check (to measure
+        what it protects; needs AVX512-BF16). Products accumulate in float32; the
+        orthonormalisations and the small SVD stay in the input's precision.
     seed : None (fresh entropy), an int, or a numpy.random.Generator (one draw). The same int
-        gives bitwise the same result on any thread count, and a matrix gets the same result
-        alone as inside a batch.
+        gives bitwise the same result on any thread count on a given CPU, and a matrix gets the
+        same result alone as inside a batch.
 
     Returns
     -------
@@ -127,7 +195,7 @@ def rsvd(A: Any, k: int, *, oversample: int = 10, power_iters: int = 2, seed: An
     backend, a, wrap = _matrices(A, "A")
     m, n = a.shape[-2:]
     k = check_int(k, "k", low=1, high=min(m, n))
-    params = _rsvd_params(oversample, power_iters, seed, min(m, n))
+    params = _rsvd_params(backend, method, oversample, power_iters, tol, precision, seed, min(m, n))
     u, s, vh = _stacked(lambda b: backend.rsvd(b, k, *params), a)
     return SVDResult(wrap(u), wrap(s), wrap(vh))
 
@@ -302,7 +370,7 @@ def _leading(usv, k: int | None):
 
 
 def spaces(W: Any, *, k: int | None = None, rtol: float | None = None, atol: float | None = None,
-           method: str = "auto", oversample: int = 10, power_iters: int = 2, seed: Any = 0):
+           method: str = "auto", oversample: int | None = None, power_iters: int | None = None, seed: Any = 0):
     """The four fundamental subspaces of W (m x n), or of each matrix of a stack (..., m, n).
 
     Parameters
@@ -314,7 +382,8 @@ def spaces(W: Any, *, k: int | None = None, rtol: float | None = None, atol: flo
         given, rtol = 0.
     method : "exact" (full SVD), "randomized" (:func:`rsvd`, needs k) or "auto" (randomized when
         k is well below min(m, n), else exact).
-    oversample, power_iters, seed : passed to :func:`rsvd` when it is used.
+    oversample, power_iters, seed : passed to :func:`rsvd` when it is used, with its defaults (its
+        default method and precision: block Krylov, bfloat16 passes where they cost no accuracy).
 
     Returns
     -------
@@ -329,7 +398,8 @@ def spaces(W: Any, *, k: int | None = None, rtol: float | None = None, atol: flo
     lead = tuple(w.shape[:-2])
     flat = w.reshape((-1, m, n)) if lead else w
     if chosen == "randomized":
-        u, s, vh = backend.rsvd(flat, k, *_rsvd_params(oversample, power_iters, seed, min(m, n)))
+        params = _rsvd_params(backend, "auto", oversample, power_iters, None, "auto", seed, min(m, n))
+        u, s, vh = backend.rsvd(flat, k, *params)
     else:
         u, s, vh = _leading(backend.svd(flat), k)
     s_host = backend.to_host(s)

@@ -134,12 +134,26 @@ py::object svdvals_py(const py::array& a) {
   });
 }
 
+vsfast::RsvdMethod rsvd_method(const std::string& name) {
+  if (name == "subspace") return vsfast::RsvdMethod::subspace;
+  if (name == "krylov") return vsfast::RsvdMethod::krylov;
+  throw std::invalid_argument("method: expected 'subspace' or 'krylov', got '" + name + "'");
+}
+
+vsfast::RsvdPrecision rsvd_precision(const std::string& name) {
+  if (name == "full") return vsfast::RsvdPrecision::full;
+  if (name == "auto") return vsfast::RsvdPrecision::automatic;
+  if (name == "bfloat16") return vsfast::RsvdPrecision::bfloat16;
+  throw std::invalid_argument("precision: expected 'full', 'auto' or 'bfloat16', got '" + name + "'");
+}
+
 // oversample and power_iters are unsigned: pybind11 refuses a negative one before it gets here.
 py::object rsvd_py(const py::array& a, std::size_t k, std::size_t oversample, std::size_t power_iters,
-                   std::uint64_t seed) {
+                   std::uint64_t seed, const std::string& method, const std::string& precision, double tol) {
   const MatrixShape s = matrix_shape(a, "A", true);
   vsfast::require_k_in_range(k, s.rows, s.cols);
-  const vsfast::RsvdParams params{k, oversample, power_iters, seed};
+  const vsfast::RsvdParams params{k, oversample, power_iters, seed, rsvd_method(method), rsvd_precision(precision),
+                                  tol};
   return dispatch(a, [&](auto tag) -> py::object {
     using T = decltype(tag);
     auto u = empty_array<T>(with_batch(s, {s.rows, k}));
@@ -539,7 +553,9 @@ PYBIND11_MODULE(_core, m) {
   m.def("svd", &svd_py, py::arg("A"));
   m.def("svdvals", &svdvals_py, py::arg("A"));
   m.def("rsvd", &rsvd_py, py::arg("A"), py::arg("k"), py::arg("oversample"), py::arg("power_iters"),
-        py::arg("seed"));
+        py::arg("seed"), py::arg("method") = "subspace", py::arg("precision") = "full", py::arg("tol") = 0.0);
+  m.def("bf16_supported", &vsfast::rsvd_bfloat16_available,
+        "Whether this CPU and build run rsvd's bfloat16 passes (AVX512-BF16).");
   m.def("rank", &rank_py, py::arg("S"), py::arg("m"), py::arg("n"), py::arg("rtol") = py::none(),
         py::arg("atol") = py::none());
   m.def("complement", &complement_py, py::arg("basis"), py::arg("n"));

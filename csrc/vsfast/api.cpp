@@ -40,4 +40,6 @@ VSFAST_INSTANTIATE(float)
 VSFAST_INSTANTIATE(double)
 #undef VSFAST_INSTANTIATE
 
+bool rsvd_bfloat16_available() { return bf16_supported(); }
+
 }  // namespace vsfast

@@ -34,9 +34,15 @@ namespace vsfast {
 
 // Truncated SVD by randomized range finding: u (batch x m x k), s (batch x k), vh (batch x k x n).
 // One Gaussian sketch serves the whole batch, so a matrix gets the same result alone as inside
-// any batch; a matrix outside the safe range is decomposed rescaled by a power of two.
+// any batch; a matrix outside the safe range is decomposed rescaled by a power of two. The CPU
+// runs both methods, bfloat16 passes and the adaptive depth (RsvdParams); tol with subspace
+// iteration, or bfloat16 forced on a CPU without AVX512-BF16, is a std::invalid_argument.
 template <class T>
 void rsvd(const T* a, std::size_t batch, std::size_t m, std::size_t n, const RsvdParams& p, T* u, T* s, T* vh);
+
+// CPU only: whether rsvd's bfloat16 passes run here (AVX512-BF16 on this CPU, kernels in this
+// build).
+bool rsvd_bfloat16_available();
 
 // Thin SVD: u (batch x m x q), s (batch x q), vh (batch x q x n), q = min(m, n).
 template <class T>

@@ -96,6 +96,12 @@ inline lapack_int potrf_upper(blas_int n, double* a, blas_int lda) {
   return scipy_LAPACKE_dpotrf(LAPACK_COL_MAJOR, 'U', n, a, lda);
 }
 
+// Eigenvalues (ascending, into w) of the symmetric n x n a whose upper triangle is given; a is
+// destroyed.
+inline lapack_int symmetric_eigenvalues(blas_int n, double* a, blas_int lda, double* w) {
+  return scipy_LAPACKE_dsyevd(LAPACK_COL_MAJOR, 'N', 'U', n, a, lda, w);
+}
+
 // b (n) <- a^-1 b for the Cholesky factor (upper) left in a by potrf_upper.
 inline lapack_int potrs_upper(blas_int n, const double* a, blas_int lda, double* b) {
   return scipy_LAPACKE_dpotrs(LAPACK_COL_MAJOR, 'U', n, 1, a, lda, b, n);

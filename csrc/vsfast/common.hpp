@@ -33,11 +33,27 @@ struct LinAlgError : std::runtime_error {
 
 // --- the randomized SVD's parameters ----------------------------------------------------------
 
+// How the range of A is found: subspace (power) iteration keeps the last block of
+// (A A^T)^q A Omega; block Krylov iteration keeps every block, A Omega to (A A^T)^q A Omega,
+// for the same passes over A (csrc/vsfast/rsvd.hpp). The GPU runs subspace iteration only.
+enum class RsvdMethod : int { subspace = 0, krylov = 1 };
+
+// The precision of the passes over A: the input's (full), or all but the last in bfloat16 where
+// this CPU has AVX512-BF16 and the rounding costs no accuracy (automatic), or in bfloat16
+// without that check (bfloat16: for measuring what the check protects). CPU only.
+enum class RsvdPrecision : int { full = 0, automatic = 1, bfloat16 = 2 };
+
 struct RsvdParams {
   std::size_t k = 0;            // singular triplets returned
   std::size_t oversample = 10;  // extra sketch columns: the error bound improves fast with them
   std::size_t power_iters = 2;  // each pass sharpens the spectrum's decay by its power
   std::uint64_t seed = 0;
+  RsvdMethod method = RsvdMethod::subspace;
+  RsvdPrecision precision = RsvdPrecision::full;
+  // Adaptive depth (block Krylov only): stop once the a-posteriori estimate of
+  // ||A - U S Vh||_2 / ||A||_2 is at most tol, or once further passes cannot improve it;
+  // power_iters is then the most iterations allowed. 0: a fixed power_iters.
+  double tol = 0;
 };
 
 // Refuses a k outside [1, min(m, n)]: the outputs are sized by k and the sketch holds at most

@@ -4,7 +4,9 @@ Primitives (the GPU backend has the same names and signatures):
 
 - ``asarray(x, name, dtype=None, like=None) -> (a, wrap)``: ``x`` as a C-contiguous float32/float64
   array of this backend, and the function that turns results back into ``x``'s kind;
-- ``rsvd``, ``svd``, ``svdvals``, ``pinv``: on one matrix or a 3-D batch;
+- ``rsvd``, ``svd``, ``svdvals``, ``pinv``: on one matrix or a 3-D batch; ``RSVD_METHOD``, the
+  method ``rsvd(method="auto")`` runs (the GPU refuses the CPU-only methods and options of
+  ``rsvd`` with a TypeError saying so);
 - ``rank`` of host singular values, ``complement`` of orthonormal rows, ``project`` of rows;
 - ``to_host``, ``concat``, ``contiguous``, ``transpose``, ``dtype_of``: moving, assembling and
   describing this backend's arrays;
@@ -93,8 +95,14 @@ def asarray(x: Any, name: str, dtype: Any = None, like: Any = None) -> tuple[np.
     return np.asarray(a, dtype=target, order="C"), wrap
 
 
-def rsvd(a: np.ndarray, k: int, oversample: int, power_iters: int, seed: int):
-    return _core.rsvd(a, k, oversample, power_iters, seed)
+#: The method ``rsvd(method="auto")`` runs here: block Krylov, which reaches subspace iteration's
+#: accuracy in fewer passes (docs/numerics.md).
+RSVD_METHOD = "krylov"
+
+
+def rsvd(a: np.ndarray, k: int, oversample: int, power_iters: int, seed: int, method: str, precision: str,
+         tol: float):
+    return _core.rsvd(a, k, oversample, power_iters, seed, method, precision, tol)
 
 
 def svd(a: np.ndarray):

@@ -284,7 +284,24 @@ def _batch(a) -> tuple[list[int], int, int, int]:
 
 # --- operations -----------------------------------------------------------------------------------
 
-def rsvd(a, k: int, oversample: int, power_iters: int, seed: int):
+#: The method ``rsvd(method="auto")`` runs here: the GPU has subspace iteration only.
+RSVD_METHOD = "subspace"
+
+
+def _require_gpu_rsvd(method: str, precision: str, tol: float) -> None:
+    """Refuse what only the CPU core runs, saying so; the GPU's own reduced precision is TF32
+    (:func:`set_gpu_precision`)."""
+    if method != "subspace":
+        raise TypeError(f"method={method!r} runs on the CPU; on the GPU use method='subspace' (or 'auto'), "
+                        "or move A to the CPU")
+    if tol:
+        raise TypeError("power_iters='auto' runs on the CPU (block Krylov); on the GPU give a number of iterations")
+    if precision == "bfloat16":
+        raise TypeError("precision='bfloat16' runs on the CPU; on the GPU see vsfast.set_gpu_precision('tf32')")
+
+
+def rsvd(a, k: int, oversample: int, power_iters: int, seed: int, method: str, precision: str, tol: float):
+    _require_gpu_rsvd(method, precision, tol)
     fw = _framework_of(a, "A")
     lead, batch, m, n = _batch(a)
     dtype = fw.dtype_name(a)
