@@ -8,7 +8,7 @@ For every workload and dtype, every setting of every method is timed in interlea
 against the float64 matrix, by Lanczos on the residual (scipy's svds), over sigma_{k+1}, the
 optimum, from a float64 SVD computed once. Methods and settings:
 
-- vsfast: its default call ``rsvd(A, k)``; block Krylov (``oversample=20``, power_iters 0-3) with
+- vsfast: its default call ``rsvd(A, k)``; block Krylov (its default ``oversample=30``, power_iters 0-3) with
   bfloat16 passes where they cost no accuracy (``precision="auto"``) and in full precision;
   subspace iteration (``oversample=10``, power_iters 0-4, full precision: the algorithm before
   block Krylov) and with bfloat16 passes; the adaptive depth (``power_iters="auto"``, tol 0.05,

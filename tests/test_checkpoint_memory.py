@@ -13,6 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 from checkpoint_memory import measure, write_sparse_checkpoint  # noqa: E402
+from conftest import measures_memory  # noqa: E402
 
 pytest.importorskip("safetensors")
 linux = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RssAnon from /proc (Linux)")
@@ -27,6 +28,7 @@ def check(result: dict, norms: dict[str, float]) -> None:
 
 
 @linux
+@measures_memory
 def test_a_checkpoint_streams_in_a_few_matrices_of_memory(tmp_path):
     # 4 tensors of 64 MiB: top-k through the randomized SVD reads each matrix from the memory
     # map, never copying it; the process grows by its BLAS buffers (about 20 MiB), not by a matrix.
@@ -44,6 +46,7 @@ def available_memory() -> int:
 
 
 @linux
+@measures_memory
 @pytest.mark.slow
 def test_a_checkpoint_larger_than_the_free_memory(tmp_path):
     # Tensors of 1 GiB in 4 shards, a quarter more of them than the memory now available holds.

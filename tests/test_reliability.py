@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import vsfast
+from conftest import measures_memory
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +99,7 @@ def resident_bytes() -> int:
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs /proc to read the resident size")
-@pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),
-                    reason="AddressSanitizer keeps freed memory in quarantine: the resident size grows by design")
+@measures_memory
 def test_ten_thousand_calls_leave_resident_memory_flat():
     rng = np.random.default_rng(1)
     w = rng.standard_normal((20, 30))
