@@ -37,6 +37,16 @@ def with_spectrum(rng: np.random.Generator, m: int, n: int, spectrum: str | np.n
     return a, s
 
 
+def unaligned(a: np.ndarray) -> np.ndarray:
+    """A C-contiguous copy of a whose data start one byte past an aligned address, as numpy
+    admits (an array unpickled from a network buffer can be one)."""
+    buffer = np.empty(a.nbytes + 1, dtype=np.uint8)[1:]
+    out = buffer.view(a.dtype).reshape(a.shape)
+    out[...] = a
+    assert not out.flags.aligned and out.flags.c_contiguous
+    return out
+
+
 def orthonormality_error(q: np.ndarray) -> float:
     """max |Q^T Q - I| in float64."""
     q = np.asarray(q, dtype=np.float64)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import vsfast
-from conftest import EPS, random_orthonormal, with_spectrum
+from conftest import EPS, random_orthonormal, unaligned, with_spectrum
 from vsfast import _core
 
 DTYPES = [np.float32, np.float64]
@@ -81,6 +81,8 @@ def test_svdvals_refuses_bad_input():
         _core.svdvals(np.ones(4))
     with pytest.raises(ValueError, match="non-empty"):
         _core.svdvals(np.ones((0, 4)))
+    with pytest.raises(ValueError, match="A: expected an aligned array"):
+        _core.svdvals(unaligned(np.ones((3, 4))))
 
 
 def test_svdvals_beyond_float32_are_overflow_errors(rng):

@@ -310,13 +310,13 @@ def _blocks(x: Any) -> _Blocks:
 
 def _largest(block: np.ndarray, name: str | None) -> float:
     """The block's largest magnitude, NaN and inf refused, naming the block; 0 when not scanned."""
-    return 0.0 if name is None else cpu.block_largest(np.ascontiguousarray(block), name)
+    return 0.0 if name is None else cpu.block_largest(block, name)
 
 
 def _range_step(block, z, transposed: bool, exponent: int, name: str | None):
     """(largest, Y, (Y^T Y,)) of the block: its rows of Y = M Z and its term of Y's Gram matrix."""
     largest = _largest(block, name)
-    y, gram = cpu.block_range(np.ascontiguousarray(block), z, transposed, exponent)
+    y, gram = cpu.block_range(block, z, transposed, exponent)
     return largest, y, (gram,)
 
 
@@ -324,12 +324,12 @@ def _power_step(block, z, transposed: bool, exponent: int, name: str | None):
     """(largest, Y, (Y^T Y, M^T Y)) of the block: both products of a power iteration in one task,
     one read of the block."""
     largest, y, (gram,) = _range_step(block, z, transposed, exponent, name)
-    return largest, y, (gram, cpu.block_corange(np.ascontiguousarray(block), y, transposed, exponent))
+    return largest, y, (gram, cpu.block_corange(block, y, transposed, exponent))
 
 
 def _corange_step(block, q, transposed: bool, exponent: int):
     """The block's term of M^T Q."""
-    return cpu.block_corange(np.ascontiguousarray(block), q, transposed, exponent)
+    return cpu.block_corange(block, q, transposed, exponent)
 
 
 def _solve_step(y, r, with_gram: bool):
@@ -467,7 +467,8 @@ class _BlockedRsvd:
 def rsvd(x: Any, k: int, *, oversample: int = 10, power_iters: int = 2, seed: Any = 0) -> SVDResult:
     """Truncated SVD of a dask array too large for one worker: ``x ~ U @ diag(S) @ Vh``.
 
-    The algorithm of :func:`vsfast.rsvd` (Halko, Martinsson & Tropp, SIAM Review 2011), with the
+    The algorithm of :func:`vsfast.rsvd` with ``method="subspace", precision="full"`` (Halko,
+    Martinsson & Tropp, SIAM Review 2011: subspace iteration in the input's precision), with the
     same parameters, the same Gaussian sketch and the same decisions, on a matrix held as blocks:
     x chunked by rows when it has more rows than columns (tall), by columns otherwise (wide; a
     square matrix counts as wide, as in vsfast.rsvd). Every product over x is one task per block
@@ -481,9 +482,9 @@ def rsvd(x: Any, k: int, *, oversample: int = 10, power_iters: int = 2, seed: An
     Parameters
     ----------
     x : 2-D dask array of numpy blocks (float32, float64; integers become float64).
-    k, oversample, power_iters, seed : as in :func:`vsfast.rsvd`. The same seed gives bitwise the
-        same result on any number of workers, and the in-memory result to rounding whatever the
-        chunks.
+    k, oversample, power_iters, seed : as in :func:`vsfast.rsvd` with ``method="subspace"``. The
+        same seed gives bitwise the same result on any number of workers, and the in-memory
+        result to rounding whatever the chunks.
 
     Returns
     -------
@@ -494,7 +495,9 @@ def rsvd(x: Any, k: int, *, oversample: int = 10, power_iters: int = 2, seed: An
     blocks = _blocks(x)
     m, n = x.shape
     k = check_int(k, "k", low=1, high=min(m, n))
-    oversample, power_iters, seed = _rsvd_params(oversample, power_iters, seed, min(m, n))
+    # Subspace iteration in the input's precision: the blocked steps implement no other method.
+    oversample, power_iters, seed, *_ = _rsvd_params(cpu, "subspace", oversample, power_iters, None, "full", seed,
+                                                     min(m, n))
     run = _BlockedRsvd(blocks)
     omega = cpu.sketch(m, n, k, oversample, seed, blocks.dtype)
     q = run.range_basis(omega, power_iters)

@@ -42,6 +42,11 @@ void require_layout(const py::array& a, const std::string& name) {
     throw py::type_error(name + ": expected a float32 or float64 array, got dtype " +
                          py::str(a.dtype()).cast<std::string>());
   if (!(a.flags() & py::array::c_style)) throw std::invalid_argument(name + ": expected a C-contiguous array");
+  // numpy allows arrays whose data sit at any byte offset (one unpickled from a network buffer,
+  // a view into raw bytes); reading them as float/double would be undefined behaviour.
+  if (reinterpret_cast<std::uintptr_t>(a.data()) % static_cast<std::uintptr_t>(a.itemsize()) != 0)
+    throw std::invalid_argument(name + ": expected an aligned array (its data start at an address that is not a "
+                                "multiple of its item size); copy it first, e.g. numpy.require(a, requirements='CA')");
 }
 
 // A matrix (2-D) or a batch of matrices (3-D), every dimension non-empty.

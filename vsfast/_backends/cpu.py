@@ -91,8 +91,7 @@ def asarray(x: Any, name: str, dtype: Any = None, like: Any = None) -> tuple[np.
     target = np.dtype(dtype) if dtype is not None else _float_dtype(a.dtype, name)
     if dtype is not None:
         _float_dtype(a.dtype, name)  # refuse what no dtype would make sense of
-    # order="C", not ascontiguousarray, which would turn a 0-d array into a 1-d one.
-    return np.asarray(a, dtype=target, order="C"), wrap
+    return contiguous(np.asarray(a, dtype=target)), wrap
 
 
 #: The method ``rsvd(method="auto")`` runs here: block Krylov, which reaches subspace iteration's
@@ -119,7 +118,7 @@ def pinv(a: np.ndarray, rtol: float | None, atol: float | None) -> np.ndarray:
 
 def rank(s: np.ndarray, m: int, n: int, rtol: float | None, atol: float | None):
     """Ranks of host singular values (one row per matrix) under numpy's rule."""
-    return _core.rank(np.ascontiguousarray(s), m, n, rtol, atol)
+    return _core.rank(contiguous(s), m, n, rtol, atol)
 
 
 def complement(rows: np.ndarray, d: int) -> np.ndarray:
@@ -143,7 +142,10 @@ def concat(arrays, axis: int) -> np.ndarray:
 
 
 def contiguous(a: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(a)
+    """a as the kernels read it: C-contiguous and aligned (numpy admits arrays at any byte offset,
+    such as one unpickled from a network buffer), copied only where it is not. A 0-d array stays
+    0-d (numpy.ascontiguousarray would make it 1-d)."""
+    return np.require(a, requirements="CA")
 
 
 def transpose(a: np.ndarray) -> np.ndarray:
@@ -172,7 +174,7 @@ def sketch(m: int, n: int, k: int, oversample: int, seed: int, dtype) -> np.ndar
 
 def block_largest(a: np.ndarray, name: str) -> float:
     """The largest magnitude in a; NaN or inf raise ValueError naming `name`."""
-    return _core.block_largest(a, name)
+    return _core.block_largest(contiguous(a), name)
 
 
 def block_exponent(largest: float, dtype) -> int:
@@ -185,25 +187,25 @@ def block_exponent(largest: float, dtype) -> int:
 def block_range(a: np.ndarray, z: np.ndarray, transposed: bool, exponent: int):
     """(Y, Y^T Y) for Y = 2^-exponent B Z: B the block a (rows x cols, or with `transposed` a's
     transpose), Z cols x width column-major; Y comes column-major, a (width, rows) array."""
-    return _core.block_range(a, z, transposed, exponent)
+    return _core.block_range(contiguous(a), contiguous(z), transposed, exponent)
 
 
 def block_corange(a: np.ndarray, y: np.ndarray, transposed: bool, exponent: int) -> np.ndarray:
     """2^-exponent B^T Y (cols x width, column-major) for the block B as in :func:`block_range`."""
-    return _core.block_corange(a, y, transposed, exponent)
+    return _core.block_corange(contiguous(a), contiguous(y), transposed, exponent)
 
 
 def cholesky_factor(gram: np.ndarray, near_identity: bool):
     """The upper Cholesky factor R (column-major) of a symmetric Gram matrix, or None where it is
     not numerically positive definite (or, with `near_identity`, more than 1/2 from I)."""
-    return _core.cholesky_factor(gram, near_identity)
+    return _core.cholesky_factor(contiguous(gram), near_identity)
 
 
 def solve_factor(y: np.ndarray, r: np.ndarray, with_gram: bool):
     """(Y R^-1, its Gram matrix or None) for column-major Y and upper-triangular R."""
-    return _core.solve_factor(y, r, with_gram)
+    return _core.solve_factor(contiguous(y), contiguous(r), with_gram)
 
 
 def householder_qr(y: np.ndarray):
     """(Q, R) of the column-major Y (rows >= width) by Householder QR."""
-    return _core.householder_qr(y)
+    return _core.householder_qr(contiguous(y))
