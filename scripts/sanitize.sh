@@ -23,4 +23,5 @@ LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.s
 export LD_PRELOAD
 export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:allocator_may_return_null=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-exec .venv-sanitize/bin/python -m pytest "$@"
+# A test slower than 10 minutes under the sanitizers is a hang: fail it and go on (pytest-timeout).
+exec .venv-sanitize/bin/python -m pytest -o timeout=600 "$@"
