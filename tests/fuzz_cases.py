@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import math
 import os
 import sys
 import tempfile
@@ -216,9 +217,10 @@ def fuzz_rsvd(examples):
     def case(A, k, oversample, power_iters, seed):
         out = run(repr((A, k, oversample, power_iters, seed)), vsfast.rsvd, A.obj, k, oversample=oversample,
                   power_iters=power_iters, seed=seed)
-        ok = A.valid(MATRIX) and all(type(v) in (int, np.int64) for v in (k, oversample, power_iters, seed))
-        ok = ok and 1 <= k <= min(A.values.shape[-2:]) and 0 <= oversample and 0 <= power_iters <= 100 \
-            and 0 <= seed < 2**64
+        # None is each option's default (seed=None: fresh entropy), as in numpy.
+        ok = A.valid(MATRIX) and type(k) in (int, np.int64) and 1 <= k <= min(A.values.shape[-2:])
+        ok = ok and all(v is None or (type(v) in (int, np.int64) and low <= v < high)
+                        for v, low, high in ((oversample, 0, math.inf), (power_iters, 0, 101), (seed, 0, 2**64)))
         if refused_or(out, ok, A):
             check_truncated_svd(A, *out, k)
 
