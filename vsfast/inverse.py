@@ -230,7 +230,7 @@ def invert(model: Any, targets: Any, *, method: str = "auto", reference: Any = N
         result.reference = ref
         return result
 
-    if reference == "nearest":
+    if isinstance(reference, str) and reference == "nearest":
         images, labels = _training_data(data, reference)
         first = run(_reference(model, "class-mean", y, data, dtype))
         return run(_nearest_input(images, labels, first.inputs, y.argmax(axis=1)).astype(dtype))
