@@ -131,7 +131,7 @@ def lsq_linear_solve(model64, target: np.ndarray, reference: np.ndarray, max_ite
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--targets", type=int, default=1000, help="targets for vsfast and gradient descent")
-    parser.add_argument("--lsq-targets", type=int, default=20, help="targets for lsq_linear (per target, slow)")
+    parser.add_argument("--lsq-targets", type=int, default=5, help="targets for lsq_linear (per target: minutes)")
     parser.add_argument("--max-steps", type=int, default=3000, help="gradient descent steps at most")
     parser.add_argument("--sweep", type=int, default=100, help="targets of the learning-rate sweep")
     parser.add_argument("--lr", type=float, nargs="+", default=[0.003, 0.01, 0.03], help="learning rates swept")

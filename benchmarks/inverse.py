@@ -2,7 +2,8 @@
 Gauss-Newton where the preimage leaves the SELU range) against the paper's approach, gradient
 descent on the input (Adam, torch), measured in one run.
 
-    .venv/bin/python benchmarks/inverse.py [--targets N] [--max-steps N] [--lr LR [LR ...]] [--no-write]
+    .venv/bin/python benchmarks/inverse.py [--targets N] [--max-steps N] [--lr LR [LR ...]] [--rounds N]
+                                           [--no-profile] [--no-write]
 
 Each test digit is moved to produce the outputs of another test digit of its class, so every
 target is reachable. Both methods start from the digit (vsfast: the reference, at every layer) and
@@ -11,14 +12,24 @@ every advantage: its learning rate is the best of a sweep on the first --sweep t
 steps until every one of them got there), it runs on all targets in one batch, and a target counts
 as reached at the first step its error is at most 1e-4, even if later steps take it away again.
 Its times to 50, 90, 99 and 100 % of the targets are reported, each against vsfast's time for all
-of them; a target not reached within --max-steps makes the last ratios lower bounds (">"). The
-table is printed and written as the inverse.py section of benchmarks/RESULTS.md.
+of them; a target not reached within --max-steps makes the last ratios lower bounds (">").
+vsfast's two dtypes are timed in turn, the median of --rounds rounds each. Then perf (Linux),
+where it is installed and allowed, samples one more float32 and one more float64 run (untimed):
+their most frequent symbols go beside the table, so that a machine on which the ratio falls short
+shows where its time went (vsfast's compiled module is stripped: its own functions appear
+together under its name). The tables are printed and written as the inverse.py section of
+benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import signal
+import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -27,7 +38,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import add_results_options, markdown_table, publish  # noqa: E402
+from common import add_results_options, interleaved_medians, markdown_table, publish  # noqa: E402
 
 import vsfast  # noqa: E402
 from vsfast import mnist  # noqa: E402
@@ -35,6 +46,7 @@ from vsfast.inverse import invert, model_outputs  # noqa: E402
 
 TOL = 1e-4
 FRACTIONS = (0.5, 0.9, 0.99, 1.0)
+TOP_SYMBOLS = 12
 
 
 def same_class_partners(labels: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -84,12 +96,71 @@ def best_rate(model, start, targets, rates, max_steps) -> float:
     return min(rates, key=cost)
 
 
+def perf_samples(run) -> tuple[list[tuple[float, str, str]], str]:
+    """perf's samples of this process (every thread) while ``run()`` runs, as (share in %,
+    library, symbol), most frequent first, with the unnamed addresses of a stripped library
+    summed under its name; or no rows and the reason there are none."""
+    perf = shutil.which("perf")
+    if perf is None:
+        return [], "perf is not installed"
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "perf.data"
+        record = subprocess.Popen([perf, "record", "-q", "-F", "999", "-o", str(data), "-p", str(os.getpid())],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.0)  # perf attaches to every thread of the process
+        if record.poll() is not None:
+            return [], f"perf record failed: {record.stderr.read().strip()[:200]}"
+        run()
+        record.send_signal(signal.SIGINT)
+        record.wait()
+        report = subprocess.run([perf, "report", "-i", str(data), "--stdio", "--no-children", "--sort", "dso,sym",
+                                 "-t", "|"], capture_output=True, text=True)
+    shares: dict[tuple[str, str], float] = {}
+    for line in report.stdout.splitlines():
+        fields = [f.strip() for f in line.split("|")]
+        if line.startswith("#") or len(fields) != 3 or not fields[0].endswith("%"):
+            continue
+        library, symbol = fields[1], fields[2].split("] ", 1)[-1]
+        if symbol.startswith("0x"):  # an address in a stripped library
+            symbol = "(its functions together)"
+        shares[library, symbol] = shares.get((library, symbol), 0.0) + float(fields[0][:-1])
+    if not shares:
+        return [], f"perf report gave no samples: {report.stderr.strip()[:200]}"
+    rows = sorted(((share, lib, sym) for (lib, sym), share in shares.items()), reverse=True)
+    return rows, ""
+
+
+def short_symbol(name: str) -> str:
+    """A C++ symbol without its template arguments and parameter lists:
+    ``vsfast::NewtonSolver<float>::run`` -> ``vsfast::NewtonSolver::run``."""
+    out, depth = [], 0
+    for char in name:
+        depth += char in "<("
+        if depth == 0:
+            out.append(char)
+        depth -= char in ">)"
+    return "".join(out)
+
+
+def profile_table(title: str, run) -> str:
+    rows, why = perf_samples(run)
+    if not rows:
+        return f"{title}: no profile ({why})."
+    shown = rows[:TOP_SYMBOLS]
+    rest = 100.0 - sum(share for share, _, _ in shown)
+    body = [[f"{share:.1f} %", f"`{lib}`", f"`{short_symbol(sym)}`"] for share, lib, sym in shown]
+    body.append([f"{rest:.1f} %", "", f"the other {len(rows) - len(shown)} symbols"])
+    return markdown_table(title, ["samples", "library", "symbol"], body)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--targets", type=int, default=10_000)
     parser.add_argument("--max-steps", type=int, default=3000)
     parser.add_argument("--sweep", type=int, default=1000, help="targets of the learning-rate sweep")
     parser.add_argument("--lr", type=float, nargs="+", default=[1e-2, 3e-2, 1e-1])
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of vsfast's timings (median)")
+    parser.add_argument("--no-profile", action="store_true", help="skip the perf profile")
     add_results_options(parser)
     args = parser.parse_args()
     torch.set_num_threads(vsfast.get_num_threads())
@@ -100,14 +171,27 @@ def main() -> None:
     images, labels = images[: args.targets], labels[: args.targets]
     targets = model_outputs(model, images)[same_class_partners(labels)]
 
-    rows = []
+    results = {}
+
+    def vsfast_run(dtype):
+        def run():
+            results[np.dtype(dtype).name] = invert(model, targets, method="pinv", reference=images,
+                                                   reference_layers="all", dtype=dtype)
+        return run
+
+    dtypes = (np.float32, np.float64)
+    profiles = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", vsfast.RangeWarning)  # nearly every target needs the repair
-        for dtype in (np.float32, np.float64):
+        for dtype in dtypes:
             invert(model, targets[:10], method="pinv", reference=images[:10], reference_layers="all", dtype=dtype)
-            begin = time.perf_counter()
-            result = invert(model, targets, method="pinv", reference=images, reference_layers="all", dtype=dtype)
-            rows.append((np.dtype(dtype).name, time.perf_counter() - begin, result))
+        seconds = interleaved_medians([vsfast_run(dtype) for dtype in dtypes], args.rounds, warmup=0)
+        if not args.no_profile:
+            for dtype in dtypes:
+                name = np.dtype(dtype).name
+                profiles.append(profile_table(f"Where vsfast's {name} run spends its time (perf, every thread)",
+                                              vsfast_run(dtype)))
+    rows = [(np.dtype(dtype).name, t, results[np.dtype(dtype).name]) for dtype, t in zip(dtypes, seconds)]
     vsfast_time = rows[0][1]
     if np.any(rows[0][2].error > TOL):
         raise SystemExit(f"vsfast left {int(np.sum(rows[0][2].error > TOL))} target(s) above {TOL:g}")
@@ -117,12 +201,13 @@ def main() -> None:
 
     title = (f"{len(targets):,} targets through FCNN-5 (784-512-256-128-64-10, SELU), every one to a relative "
              f"output error of {TOL:g}")
-    columns = ["method", "targets reached", "time", "speed-up of vsfast (float32)", "max relative error", "median"]
+    columns = ["method", "targets reached", "time", "speed-up of vsfast float32", "speed-up of vsfast float64",
+               "max relative error", "median"]
     table = []
     for name, seconds, result in rows:
         repaired = int(np.sum(result.iterations > 0))
         table.append([f"vsfast pinv, {name} ({repaired:,} repaired, {result.iterations.mean():.1f} steps each)",
-                      f"{np.mean(result.error <= TOL):.0%}", f"{seconds:.2f} s", "", f"{result.error.max():.1e}",
+                      f"{np.mean(result.error <= TOL):.0%}", f"{seconds:.2f} s", "", "", f"{result.error.max():.1e}",
                       f"{np.median(result.error):.1e}"])
     for fraction in FRACTIONS:
         step = steps_to(first, fraction)
@@ -130,8 +215,11 @@ def main() -> None:
         mark = ">" if step > args.max_steps else ""
         table.append([f"gradient descent (Adam, lr {lr:g}, torch float32)", f"{fraction:.0%}",
                       f"{mark}{seconds:.1f} s ({mark}{min(step, args.max_steps)} steps)",
-                      f"{mark}{seconds / vsfast_time:.0f}×", "", ""])
-    publish(args, "inverse.py", markdown_table(title, columns, table))
+                      f"{mark}{seconds / vsfast_time:.0f}×", f"{mark}{seconds / rows[1][1]:.0f}×", "", ""])
+    note = (f"vsfast: median of {args.rounds} rounds, float32 and float64 in turn; gradient descent: one run, "
+            "its clock at the step each fraction was reached.")
+    body = "\n\n".join([markdown_table(title, columns, table) + "\n\n" + note, *profiles])
+    publish(args, "inverse.py", body)
 
 
 if __name__ == "__main__":

@@ -39,36 +39,32 @@ std::vector<T> lift(const PinvFactors<T>& f, std::size_t m) {
 
 // In place: h <- act^-1(h) - b. Returns how many entries had to be clamped.
 template <class T>
-std::size_t invert_activation(const Layer<T>& L, T* h, std::size_t rows) {
+std::size_t invert_layer(const Layer<T>& L, T* h, std::size_t rows) {
   std::atomic<std::size_t> clamped{0};
+  const T* bias = L.bias.empty() ? nullptr : L.bias.data();
   parallel_rows(rows, L.m, [&](std::size_t begin, std::size_t end) {
-    std::size_t local = 0;
-    for (std::size_t i = begin; i < end; ++i)
-      for (std::size_t j = 0; j < L.m; ++j) {
-        T& v = h[i * L.m + j];
-        v = L.activation.inverse(v, local);
-        if (!L.bias.empty()) v -= L.bias[j];
-      }
-    clamped += local;
+    clamped += invert_activation(L.activation, bias, L.m, h + begin * L.m, (end - begin) * L.m);
   });
   return clamped.load();
 }
 
-// act(h W^T + b) for rows x n inputs h.
+// Scratch memory left uninitialised: every entry is written before it is read (a zero-filled
+// std::vector would write it twice).
 template <class T>
-std::vector<T> apply_layer(const Layer<T>& L, const T* h, std::size_t rows) {
-  std::vector<T> out(rows * L.m);
+std::unique_ptr<T[]> scratch(std::size_t count) {
+  return std::unique_ptr<T[]>(new T[count]);
+}
+
+// out (rows x m) = act(h W^T + b) for rows x n inputs h.
+template <class T>
+void apply_layer(const Layer<T>& L, const T* h, std::size_t rows, T* out) {
   gemm_rowmajor(false, true, to_blas_int(rows, "rows"), static_cast<blas_int>(L.m), static_cast<blas_int>(L.n), T(1),
-                h, static_cast<blas_int>(L.n), L.weight.data(), static_cast<blas_int>(L.n), T(0), out.data(),
+                h, static_cast<blas_int>(L.n), L.weight.data(), static_cast<blas_int>(L.n), T(0), out,
                 static_cast<blas_int>(L.m));
+  const T* bias = L.bias.empty() ? nullptr : L.bias.data();
   parallel_rows(rows, L.m, [&](std::size_t begin, std::size_t end) {
-    for (std::size_t i = begin; i < end; ++i)
-      for (std::size_t j = 0; j < L.m; ++j) {
-        T& v = out[i * L.m + j];
-        v = L.activation.forward(L.bias.empty() ? v : v + L.bias[j]);
-      }
+    activate_in_place(L.activation, bias, L.m, out + begin * L.m, (end - begin) * L.m);
   });
-  return out;
 }
 
 // x += the component of the reference rows in layer l's rejected (null) space.
@@ -76,11 +72,11 @@ template <class T>
 void add_rejected_part(const Chain<T>& chain, std::size_t l, const T* reference, std::size_t ref_rows, T* x,
                        std::size_t rows) {
   const std::size_t n = chain.layer(l).n;
-  std::vector<T> signal(ref_rows * n), residual(ref_rows * n);
-  project_rowmajor(reference, ref_rows, n, chain.signal_rows(l).data(), chain.ranks()[l], signal.data(),
-                   residual.data());
+  const auto signal = scratch<T>(ref_rows * n), residual = scratch<T>(ref_rows * n);
+  project_rowmajor(reference, ref_rows, n, chain.signal_rows(l).data(), chain.ranks()[l], signal.get(),
+                   residual.get());
   for (std::size_t i = 0; i < rows; ++i) {
-    const T* r = residual.data() + (ref_rows == 1 ? 0 : i * n);
+    const T* r = residual.get() + (ref_rows == 1 ? 0 : i * n);
     for (std::size_t j = 0; j < n; ++j) x[i * n + j] += r[j];
   }
 }
@@ -123,28 +119,31 @@ std::vector<std::size_t> reconstruct(const Chain<T>& chain, const T* y, std::siz
   if (reference) require_finite(reference, ref_rows * n0, "reference");
   std::vector<std::size_t> clamped(depth, 0);
   // The reference's input to every layer (only the first one's unless every_layer).
-  std::vector<std::vector<T>> ref_inputs;
+  std::vector<const T*> ref_inputs;
+  std::vector<std::unique_ptr<T[]>> ref_activations;
   if (reference) {
-    ref_inputs.emplace_back(reference, reference + ref_rows * n0);
-    for (std::size_t l = 0; every_layer && l + 1 < depth; ++l)
-      ref_inputs.push_back(detail::apply_layer(chain.layer(l), ref_inputs.back().data(), ref_rows));
+    ref_inputs.push_back(reference);
+    for (std::size_t l = 0; every_layer && l + 1 < depth; ++l) {
+      ref_activations.push_back(detail::scratch<T>(ref_rows * chain.layer(l).m));
+      detail::apply_layer(chain.layer(l), ref_inputs.back(), ref_rows, ref_activations.back().get());
+      ref_inputs.push_back(ref_activations.back().get());
+    }
   }
-  // Two scratch buffers of the widest layer, left uninitialised: every entry is written before
-  // it is read. The first layer writes straight into x.
+  // Two scratch buffers of the widest layer; the first layer writes straight into x.
   std::size_t widest = chain.output_dim();
   for (std::size_t l = 0; l < depth; ++l) widest = std::max(widest, chain.layer(l).n);
-  std::unique_ptr<T[]> scratch_a(new T[rows * widest]), scratch_b(new T[rows * widest]);
+  const auto scratch_a = detail::scratch<T>(rows * widest), scratch_b = detail::scratch<T>(rows * widest);
   T* h = scratch_a.get();
   T* next = scratch_b.get();
   std::copy(y, y + rows * chain.output_dim(), h);
   for (std::size_t l = depth; l-- > 0;) {
     const Layer<T>& L = chain.layer(l);
-    clamped[l] = detail::invert_activation(L, h, rows);
+    clamped[l] = detail::invert_layer(L, h, rows);
     T* out = l == 0 ? x : next;
     gemm_rowmajor(false, false, to_blas_int(rows, "rows"), static_cast<blas_int>(L.n), static_cast<blas_int>(L.m),
                   T(1), h, static_cast<blas_int>(L.m), chain.pinv_t(l).data(), static_cast<blas_int>(L.n), T(0), out,
                   static_cast<blas_int>(L.n));
-    if (l < ref_inputs.size()) detail::add_rejected_part(chain, l, ref_inputs[l].data(), ref_rows, out, rows);
+    if (l < ref_inputs.size()) detail::add_rejected_part(chain, l, ref_inputs[l], ref_rows, out, rows);
     std::swap(h, next);
   }
   require_representable(x, rows * n0, "the reconstructed input");
@@ -154,9 +153,16 @@ std::vector<std::size_t> reconstruct(const Chain<T>& chain, const T* y, std::siz
 template <class T>
 void forward(const Chain<T>& chain, const T* x, std::size_t rows, T* y) {
   require_finite(x, rows * chain.input_dim(), "X");
-  std::vector<T> h(x, x + rows * chain.input_dim());
-  for (std::size_t l = 0; l < chain.depth(); ++l) h = detail::apply_layer(chain.layer(l), h.data(), rows);
-  std::copy(h.begin(), h.end(), y);
+  // Hidden layers alternate between two scratch buffers; the last writes straight into y.
+  std::size_t widest = 0;
+  for (std::size_t l = 0; l + 1 < chain.depth(); ++l) widest = std::max(widest, chain.layer(l).m);
+  const auto scratch_a = detail::scratch<T>(rows * widest), scratch_b = detail::scratch<T>(rows * widest);
+  const T* h = x;
+  for (std::size_t l = 0; l < chain.depth(); ++l) {
+    T* out = l + 1 == chain.depth() ? y : (l % 2 ? scratch_b.get() : scratch_a.get());
+    detail::apply_layer(chain.layer(l), h, rows, out);
+    h = out;
+  }
   require_representable(y, rows * chain.output_dim(), "the chain's output");
 }
 
