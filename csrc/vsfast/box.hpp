@@ -263,12 +263,10 @@ class BoxChunk {
                       static_cast<blas_int>(L.n), T(1), h, static_cast<blas_int>(L.n), L.weight.data(),
                       static_cast<blas_int>(L.n), T(0), e.pre[l].data(), static_cast<blas_int>(L.m));
       e.post[l].resize(rows * L.m);
-      for (std::size_t i = 0; i < rows; ++i)
-        for (std::size_t j = 0; j < L.m; ++j) {
-          T& z = e.pre[l][i * L.m + j];
-          if (!L.bias.empty()) z += L.bias[j];
-          e.post[l][i * L.m + j] = L.activation.forward(z);
-        }
+      if (!L.bias.empty())  // the pre-activations keep the bias: the slopes are taken at them
+        for (std::size_t i = 0; i < rows; ++i)
+          for (std::size_t j = 0; j < L.m; ++j) e.pre[l][i * L.m + j] += L.bias[j];
+      activate(L.activation, e.pre[l].data(), static_cast<const T*>(nullptr), L.m, e.post[l].data(), rows * L.m);
       h = e.post[l].data();
     }
     e.res.resize(rows * out_);
