@@ -3,15 +3,15 @@
 dual) against projected gradient descent in torch and against scipy.optimize.lsq_linear per
 target, on the same problem, measured in one run.
 
-    .venv/bin/python benchmarks/box.py [--targets N] [--lsq-targets N] [--max-steps N] [--no-write]
+    .venv/bin/python benchmarks/box.py [--targets N] [--lsq-targets N] [--max-steps N] [--threads N] [--no-write]
 
 The problem: FCNN-5 in float32; targets its own outputs on the first N test digits (each has a
 preimage in [0, 1]: the digit); reference the mean training digit of the target's class; a target
 counts as reached when its input lies in [0, 1] and its relative output error through the model
 is at most 1e-4.
 
-- vsfast: vsfast.Chain.solve_box on all targets in one call (float32, vsfast's threads); the
-  median of --rounds runs.
+- vsfast: vsfast.Chain.solve_box on all targets in one call (float32); the median of --rounds
+  runs. vsfast and torch run on --threads threads alike.
 - projected gradient descent (torch, float32, all targets in one batch): Adam steps on the
   inputs, started at the reference, each followed by the projection onto the box (a clamp), on
   the loss sum of ||f(x) - y||^2 / ||y||^2; its learning rate is the best of a sweep on the first
@@ -136,8 +136,12 @@ def main() -> None:
     parser.add_argument("--sweep", type=int, default=100, help="targets of the learning-rate sweep")
     parser.add_argument("--lr", type=float, nargs="+", default=[0.003, 0.01, 0.03], help="learning rates swept")
     parser.add_argument("--rounds", type=int, default=3, help="timed runs of vsfast (median)")
+    parser.add_argument("--threads", type=int, default=vsfast.get_num_threads(),
+                        help="threads of vsfast and of torch alike (default: vsfast's, %(default)s)")
     add_results_options(parser)
     args = parser.parse_args()
+    vsfast.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     try:
         import scipy.optimize  # noqa: F401
     except ImportError:
