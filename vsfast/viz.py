@@ -231,7 +231,7 @@ def spectra(report, *, columns: int = 4, condition_threshold: float | None = Non
                      color="tab:red" if flagged else "black")
         ax.set_xlabel("index i", fontsize=7)
         ax.set_ylabel("singular value σᵢ", fontsize=7)
-        ax.tick_params(labelsize=7)
+        ax.tick_params(labelsize=7, which="both")
     fig.tight_layout()
     return fig
 
