@@ -68,7 +68,10 @@ def test_report_holds_the_papers_table_and_the_conv_figure(demo):
         assert re.search(rf"<td>{network}</td><td>{paper}</td><td>\d\d\.\d\d %</td>", page), network
     assert "ResNet18: the spaces of every layer" in page and "ResNet18: the first convolution, conv1" in page
     assert "ResNet18: inputs for chosen outputs" in page and "mapped back to pixels" in page
-    assert page.count("data:image/png;base64,") >= 20
+    # FCNN-1: spectra, signal basis, rejected samples, decomposition, two inversions; FCNN-5 the
+    # same and its layers mapped back to pixels; ResNet18: spectra, decomposition, conv1, pixels,
+    # one inversion. Every figure is embedded in the page.
+    assert page.count("data:image/png;base64,") == 6 + 7 + 5
     for name in ("fcnn1_spectra.png", "fcnn5_decomposition.png", "fcnn5_pixel_layers.png", "resnet18_conv1_kernels.png",
                  "resnet18_decomposition.png", "resnet18_pixel_layers.png", "resnet18_inverse_class-mean.png",
                  "fcnn1_inverse_class-mean.png", "fcnn5_inverse_minimum-norm.png", "fcnn5_layers.csv",
