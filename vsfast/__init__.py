@@ -17,6 +17,7 @@ from .analysis import LayerAnalysis, Report, analyze
 from .config import get_num_threads, set_num_threads, show_config
 from .inverse import Inversion, invert
 from .linalg import (
+    BoxSolution,
     Chain,
     LinAlgError,
     Projection,
@@ -39,7 +40,7 @@ from .config import _register_with_threadpoolctl
 _register_with_threadpoolctl()
 
 __all__ = [
-    "Chain", "Inversion", "LayerAnalysis", "LinAlgError", "Projection", "RangeWarning", "Reconstruction", "Report",
+    "BoxSolution", "Chain", "Inversion", "LayerAnalysis", "LinAlgError", "Projection", "RangeWarning", "Reconstruction", "Report",
     "SVDResult", "Solution", "Spaces", "analyze", "cuda_available", "get_gpu_precision", "get_num_threads", "invert",
     "pinv", "project", "reconstruct", "rsvd", "set_gpu_precision", "set_num_threads", "show_config", "spaces", "svd",
     "svdvals", "__version__",

@@ -127,6 +127,15 @@ class ChainF32:
         tol: float,
         max_iter: int,
     ) -> tuple[NDArray[np.float32], NDArray[np.int64], NDArray[np.float64]]: ...
+    def solve_box(
+        self,
+        Y: NDArray[np.float32],
+        reference: NDArray[np.float32] | None,
+        lo: float,
+        hi: float,
+        tol: float,
+        max_iter: int,
+    ) -> tuple[NDArray[np.float32], NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]: ...
     def forward(self, X: NDArray[np.float32]) -> NDArray[np.float32]: ...
 
 class ChainF64:
@@ -158,4 +167,13 @@ class ChainF64:
         tol: float,
         max_iter: int,
     ) -> tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.float64]]: ...
+    def solve_box(
+        self,
+        Y: NDArray[np.float64],
+        reference: NDArray[np.float64] | None,
+        lo: float,
+        hi: float,
+        tol: float,
+        max_iter: int,
+    ) -> tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]: ...
     def forward(self, X: NDArray[np.float64]) -> NDArray[np.float64]: ...

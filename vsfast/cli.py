@@ -28,7 +28,7 @@ MODELS = ("fcnn1", "fcnn5", "resnet18")
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .mnist.demo import run_demo
 
-    page = run_demo(out=args.out, full=args.full, progress=args.progress)
+    page = run_demo(out=args.out, progress=args.progress)
     print(f"report: {page.resolve()}")
     return 0
 
@@ -187,7 +187,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .mnist.models import train
 
     _, card = train(args.name, out=args.out, epochs=args.epochs, seed=args.seed, limit=args.limit,
-                    data_root=args.data, progress=args.progress)
+                    data_root=args.data, progress=args.progress, storage_dtype=args.dtype)
     print(f"{args.name}: test accuracy {100 * card['test_accuracy']:.2f} % on {card['test_images']} "
           f"images, {card['wall_time_s']:.0f} s; wrote {card['path']} and its card")
     return 0
@@ -253,9 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.set_defaults(func=func)
         return cmd
 
-    demo = command("demo", _cmd_demo, "run the end-to-end example on MNIST and write its report")
+    demo = command("demo", _cmd_demo, "the paper end to end on MNIST (FCNN-1, FCNN-5, ResNet18): write its report")
     demo.add_argument("--out", default="vsfast-demo", help="output directory (default: %(default)s)")
-    demo.add_argument("--full", action="store_true", help="also include ResNet18")
 
     analyze = command("analyze", _cmd_analyze, "every weight matrix of a model or checkpoint: spectra, metrics, "
                                                "layers.csv, layers.json, figures, report.html")
@@ -305,10 +304,12 @@ def build_parser() -> argparse.ArgumentParser:
     invert.add_argument("name", choices=MODELS, help="which network")
     invert.add_argument("--weights", help="a .safetensors file with its card (default: the shipped weights)")
     invert.add_argument("--out", default="vsfast-inverse", help="output directory (default: %(default)s)")
-    invert.add_argument("--reference", action="append", choices=["none", "class-mean", "nearest"],
+    invert.add_argument("--reference", action="append", choices=["none", "class-mean", "nearest", "nearest-output"],
                         help="reference image(s), repeatable (default: none and class-mean for invertible chains, "
                              "class-mean otherwise)")
-    invert.add_argument("--max-iter", type=_count, default=200, help="optimiser iterations at most (default: %(default)s)")
+    invert.add_argument("--max-iter", type=_count,
+                        help="iterations at most (default: 30 Gauss-Newton steps for invertible chains, 500 "
+                             "optimiser steps otherwise)")
 
     train = command("train", _cmd_train, "train an MNIST network and write its weights and card")
     train.add_argument("name", choices=MODELS, help="which network")
@@ -317,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     train.add_argument("--limit", type=_count, help="train on the first N training images only (quick checks)")
     train.add_argument("--data", help="MNIST folder (default: $VSFAST_DATA or the user cache)")
+    train.add_argument("--dtype", choices=["float16", "bfloat16"],
+                       help="store the weights in this dtype, with the test accuracy measured from them "
+                            "(the shipped ResNet18: float16)")
     return parser
 
 

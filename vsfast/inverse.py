@@ -4,14 +4,18 @@
 >>> result = invert(model, targets, reference="class-mean")
 >>> result.inputs, result.error, result.predicted
 
-``method="pinv"`` walks an invertible chain (Linear layers and invertible activations) backwards
-through the core's chained pseudoinverse: exact, and the first layer's rejected space is free for
-a reference image. When that preimage leaves an activation's range somewhere (a SELU output below
+``method="pinv"`` inverts an invertible chain (Linear layers and invertible activations). With a
+box (the default for image models: pixels in [0, 1]) the answer is the input inside the box
+nearest the reference whose outputs are the target, through the whole chain
+(:meth:`vsfast.Chain.solve_box`); targets with no preimage inside the box are reported with how
+far outside it the nearest one found lies. Without a box the chain is walked backwards through
+the core's chained pseudoinverse: exact, and the first layer's rejected space is free for a
+reference image. When that preimage leaves an activation's range somewhere (a SELU output below
 -lambda*alpha, say), the target is solved for through the forward map instead, which never leaves
 a range: Gauss-Newton steps with the pseudoinverse of the chain's Jacobian, from the reference
 (:meth:`vsfast.Chain.solve`).
 ``method="optimize"`` searches any differentiable model's input by gradient steps inside the
-pixel box.
+box.
 """
 
 from __future__ import annotations
@@ -42,8 +46,14 @@ class Inversion:
     method : "pinv" or "optimize".
     iterations : (N,) optimiser iterations spent on each target (0: the chain alone was exact).
     clamped : per layer, the entries of the direct chained preimage that fell outside an
-        activation's range (pinv); empty for optimize.
+        activation's range (pinv without a box); empty otherwise.
     tol : the relative error at which a target counts as reached.
+    box : the (low, high) bounds the inputs were kept in, or None.
+    violation : (N,) with a box, the largest distance of an input value outside it: 0 for
+        inputs inside it; for a pinv target with no preimage found inside the box, that of the
+        preimage returned. None without a box.
+    reference : (N, *input shape) the reference each target's input was sought near (for
+        ``reference="nearest"``, the training input chosen), or None.
     """
 
     inputs: np.ndarray
@@ -53,6 +63,9 @@ class Inversion:
     iterations: np.ndarray
     clamped: tuple[int, ...] = ()
     tol: float = 1e-4
+    box: tuple[float, float] | None = None
+    violation: np.ndarray | None = None
+    reference: np.ndarray | None = None
 
     @property
     def predicted(self) -> np.ndarray:
@@ -61,6 +74,16 @@ class Inversion:
     @property
     def reached(self) -> np.ndarray:
         return self.error <= self.tol
+
+    @property
+    def inside(self) -> np.ndarray:
+        """Per target: its input lies inside the box (all True without a box)."""
+        return np.ones(len(self.error), dtype=bool) if self.violation is None else self.violation == 0
+
+    @property
+    def feasible(self) -> np.ndarray:
+        """Per target: reached with an input inside the box."""
+        return self.reached & self.inside
 
 
 # ----------------------------------------------------------------------------- targets
@@ -120,9 +143,8 @@ def onehot_targets(classes: int = 10, *, high: float = 10.0, low: float = -10.0)
 
 def invert(model: Any, targets: Any, *, method: str = "auto", reference: Any = None,
            reference_layers: str = "first", data: Any = None,
-           dtype: Any = None, tol: float = 1e-4, max_iter: int = 500, lr: float = 0.05,
-           optimizer: str = "adam", box: tuple[float, float] | None = (0.0, 1.0),
-           progress: bool = False) -> Inversion:
+           dtype: Any = None, tol: float = 1e-4, max_iter: int | None = None, lr: float = 0.05,
+           optimizer: str = "adam", box: Any = "auto", progress: bool = False) -> Inversion:
     """Inputs whose outputs through ``model`` are ``targets``.
 
     Parameters
@@ -135,11 +157,13 @@ def invert(model: Any, targets: Any, *, method: str = "auto", reference: Any = N
         chain, else optimize).
     reference : None (pinv: the minimum-norm answer; optimize: starts from mid-grey), an input
         (one, or one per target), ``"class-mean"`` (the mean training input of each target's
-        class, its largest output) or ``"nearest"`` (the training input of that class whose
-        output is nearest the target). pinv puts it in the first layer's rejected space;
-        optimize starts from it (without one, from mid-grey inputs; a convolutional model's are
-        then taken to be MNIST-sized, C x 28 x 28).
-    reference_layers : pinv: ``"first"`` fills only the first layer's rejected space with the
+        class, its largest output), ``"nearest"`` (the training input of that class nearest, in
+        input space, to the answer found from the class mean; the answer is then sought near
+        it) or ``"nearest-output"`` (the training input of that class whose output is nearest
+        the target). pinv with a box seeks the input nearest it; pinv without one puts it in the
+        first layer's rejected space; optimize starts from it (without one, from mid-grey inputs;
+        a convolutional model's are then taken to be MNIST-sized, C x 28 x 28).
+    reference_layers : pinv without a box: ``"first"`` fills only the first layer's rejected space with the
         reference; ``"all"`` fills every layer's with the reference's own activations there, so
         the hidden values resemble the reference's too (the chain then stays in range for targets
         near the reference's outputs, see :meth:`vsfast.Chain.reconstruct`). For the targets the
@@ -152,11 +176,15 @@ def invert(model: Any, targets: Any, *, method: str = "auto", reference: Any = N
         the model's own for optimize.
     tol : relative output error at which a target counts as reached (pinv's range repair goes on
         to the dtype's rounding level, see :meth:`vsfast.Chain.solve`).
-    max_iter : optimize: optimiser iterations at most; pinv: Gauss-Newton steps of the range
-        repair at most.
+    max_iter : optimize: optimiser iterations at most (default 500); pinv: Gauss-Newton steps
+        at most, of the box solve (default 30) or of the range repair (default 200).
     lr, optimizer : optimize: the step size and ``"adam"`` or ``"lbfgs"``.
-    box : optimize: the (low, high) bounds of every input value, kept by projection after each
-        step (None: unbounded). pinv ignores it: its answer is exact, not boxed.
+    box : the (low, high) bounds of every input value, or None (unbounded); ``"auto"``:
+        (0, 1) for image models (inputs of 28 x 28 pixels), None otherwise. pinv finds inputs
+        inside it (:meth:`vsfast.Chain.solve_box`); a target with no preimage found inside it
+        gets the exact preimage nearest the box answer, and its ``violation`` says how far
+        outside the box that lies. optimize keeps its inputs inside it by projection after each
+        step.
     progress : show a progress bar (optimize).
 
     Returns
@@ -182,18 +210,48 @@ def invert(model: Any, targets: Any, *, method: str = "auto", reference: Any = N
     if dtype not in (np.float32, np.float64):
         raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
     tol = check_tolerance(tol, "tol")
+    box = _box(model, box)
+    if max_iter is None:
+        max_iter = 500 if method == "optimize" else 30 if box is not None else 200
     max_iter = check_int(max_iter, "max_iter", low=0)
     if reference_layers not in ("first", "all"):
         raise ValueError(f"reference_layers: expected 'first' or 'all', got {reference_layers!r}")
-    y = _targets(targets)
-    ref = _reference(model, reference, y, data, dtype)
-    if method == "pinv":
-        return _invert_pinv(model, y, ref, reference_layers, dtype, tol, max_iter)
-    if optimizer not in ("adam", "lbfgs"):
+    if method == "optimize" and optimizer not in ("adam", "lbfgs"):
         raise ValueError(f"optimizer: expected 'adam' or 'lbfgs', got {optimizer!r}")
-    if box is not None and not (len(box) == 2 and box[0] < box[1]):
-        raise ValueError(f"box: expected (low, high) with low < high, got {box!r}")
-    return _invert_optimize(model, y, ref, dtype, tol, max_iter, lr, optimizer, box, progress)
+    y = _targets(targets)
+
+    def run(ref: np.ndarray | None) -> Inversion:
+        if method == "pinv" and box is not None:
+            result = _invert_box(model, y, ref, box, dtype, tol, max_iter)
+        elif method == "pinv":
+            result = _invert_pinv(model, y, ref, reference_layers, dtype, tol, max_iter)
+        else:
+            result = _invert_optimize(model, y, ref, dtype, tol, max_iter, lr, optimizer, box, progress)
+        result.reference = ref
+        return result
+
+    if isinstance(reference, str) and reference == "nearest":
+        images, labels = _training_data(data, reference)
+        first = run(_reference(model, "class-mean", y, data, dtype))
+        return run(_nearest_input(images, labels, first.inputs, y.argmax(axis=1)).astype(dtype))
+    return run(_reference(model, reference, y, data, dtype))
+
+
+def _box(model, box: Any) -> tuple[float, float] | None:
+    """The box as (low, high) floats or None; "auto" is (0, 1) for image models."""
+    if box is None:
+        return None
+    if isinstance(box, str):
+        if box != "auto":
+            raise ValueError(f"box: expected (low, high), None or 'auto', got {box!r}")
+        return (0.0, 1.0) if len(_input_shape(model)) == 3 else None
+    try:
+        low, high = (float(v) for v in box)
+    except (TypeError, ValueError):
+        raise ValueError(f"box: expected (low, high), None or 'auto', got {box!r}") from None
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError(f"box: expected finite (low, high) with low < high, got {box!r}")
+    return low, high
 
 
 def _targets(targets: Any) -> np.ndarray:
@@ -246,15 +304,18 @@ def _reference(model, reference, y: np.ndarray, data, dtype) -> np.ndarray | Non
         return None
     shape = _input_shape(model)
     if isinstance(reference, str):
-        if reference not in ("class-mean", "nearest"):
-            raise ValueError(f"reference: expected an input, 'class-mean' or 'nearest', got {reference!r}")
+        if reference not in ("class-mean", "nearest", "nearest-output"):
+            raise ValueError(f"reference: expected an input, 'class-mean', 'nearest' or 'nearest-output', "
+                             f"got {reference!r}")
         images, labels = _training_data(data, reference)
         classes = y.argmax(axis=1)
         if reference == "class-mean":
             means = {c: images[labels == c].mean(axis=0) for c in set(classes.tolist())}
             ref = np.stack([means[c] for c in classes])
-        else:
+        elif reference == "nearest-output":
             ref = _nearest(model, images, labels, y, classes)
+        else:  # "nearest" needs an answer first: invert() takes it from the class mean's
+            raise AssertionError("reference='nearest' is resolved by invert()")
     else:
         ref = values(reference)
         if ref.dtype.kind not in "fiu":
@@ -295,6 +356,19 @@ def model_outputs(model, images: np.ndarray, batch: int = 2000) -> np.ndarray:
                                for i in range(0, len(images), batch)])
 
 
+def _nearest_input(images: np.ndarray, labels: np.ndarray, inputs: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Per row of ``inputs``, the image of ``images`` of that row's class nearest it (Euclidean
+    distance in input space)."""
+    chosen = []
+    for x, c in zip(inputs, classes):
+        members = images[labels == c]
+        if not len(members):
+            raise ValueError(f"data: no example of class {c} for reference='nearest'")
+        flat = members.reshape(len(members), -1).astype(np.float64)
+        chosen.append(members[np.argmin(np.sum((flat - x.reshape(1, -1)) ** 2, axis=1))])
+    return np.stack(chosen)
+
+
 def _nearest(model, images, labels, y, classes) -> np.ndarray:
     chosen = []
     cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -302,7 +376,7 @@ def _nearest(model, images, labels, y, classes) -> np.ndarray:
         if c not in cache:
             members = images[labels == c]
             if not len(members):
-                raise ValueError(f"data: no example of class {c} for reference='nearest'")
+                raise ValueError(f"data: no example of class {c} for reference='nearest-output'")
             cache[c] = (members, model_outputs(model, members))
         members, outputs = cache[c]
         chosen.append(members[np.argmin(np.linalg.norm(outputs - target, axis=1))])
@@ -391,6 +465,38 @@ def _solve(chain: Chain, y: np.ndarray, reference: np.ndarray | None, reference_
     return x, steps
 
 
+def _invert_box(model, y: np.ndarray, ref: np.ndarray | None, box: tuple[float, float], dtype, tol: float,
+                max_iter: int) -> Inversion:
+    """Chain.solve_box to rounding level; the targets it leaves short of ``tol`` (no preimage
+    found inside the box, or a stalled search) get the exact preimage nearest its answer, from
+    Chain.solve started there, and the box violation of that."""
+    import torch
+
+    from .nn import chain_layers
+
+    chain = Chain(chain_layers(model, dtype=getattr(torch, dtype.name)))
+    if y.shape[1] != chain.output_dim:
+        raise ValueError(f"targets: expected rows of {chain.output_dim} outputs, got shape {y.shape}")
+    shape = _input_shape(model) if ref is None else ref.shape[1:]
+    rounding = min(tol, chain.rounding_level)
+    solved = chain.solve_box(y.astype(dtype), box=box, reference=None if ref is None else ref.reshape(len(y), -1),
+                             tol=rounding, max_iter=max_iter)
+    x, steps, violation = solved.inputs, solved.steps, solved.violation
+    short = np.flatnonzero(solved.error > tol)
+    if len(short):
+        exact = chain.solve(y[short].astype(dtype), reference=x[short], reference_layers="all", tol=rounding,
+                            max_iter=max(max_iter, 200))
+        better = exact.error < solved.error[short]
+        x[short[better]] = exact.inputs[better]
+        steps[short] += exact.steps
+        low, high = box
+        outside = np.maximum(low - x[short], x[short] - high).max(axis=1)
+        violation[short] = np.maximum(outside, 0.0)
+    outputs = chain.forward(x).astype(np.float64)
+    return Inversion(x.reshape(len(y), *shape), outputs, _relative_error(outputs, y), "pinv", steps, (), tol, box,
+                     violation)
+
+
 # ----------------------------------------------------------------------------- optimize
 
 
@@ -460,4 +566,5 @@ def _invert_optimize(model, y, ref, dtype, tol, max_iter, lr, optimizer, box, pr
         bar.close()
         net.train(was_training)
     inputs = x.detach().numpy()
-    return Inversion(inputs, outputs, _relative_error(outputs, y), "optimize", iterations, (), tol)
+    violation = None if box is None else np.zeros(len(y))  # kept inside by the projection
+    return Inversion(inputs, outputs, _relative_error(outputs, y), "optimize", iterations, (), tol, box, violation)

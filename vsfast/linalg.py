@@ -23,7 +23,7 @@ from ._arrays import check_int, check_tolerance
 
 __all__ = [
     "rsvd", "svd", "svdvals", "SVDResult", "Spaces", "spaces", "project", "Projection", "pinv", "Chain",
-    "Reconstruction", "Solution", "reconstruct", "RangeWarning", "LinAlgError",
+    "Reconstruction", "Solution", "BoxSolution", "reconstruct", "RangeWarning", "LinAlgError",
 ]
 
 LinAlgError = _core.LinAlgError
@@ -524,6 +524,17 @@ class Solution(NamedTuple):
     error: np.ndarray
 
 
+class BoxSolution(NamedTuple):
+    """Inputs found by :meth:`Chain.solve_box`, the Gauss-Newton steps each took, the relative
+    output error each reached, and each one's box violation: the largest distance of an input
+    value outside the box, 0 for inputs inside it (then every value lies in the box exactly)."""
+
+    inputs: Any
+    steps: np.ndarray
+    error: np.ndarray
+    violation: np.ndarray
+
+
 def _reference_layers(value: Any) -> bool:
     """reference_layers as the kernels take it: True for "all", False for "first"."""
     if value not in ("all", "first"):
@@ -537,7 +548,7 @@ class Chain:
     matrix product per layer, and :meth:`solve` those whose preimage leaves an activation's range.
 
     The chain computes where its weights live: on the CPU for numpy arrays and CPU tensors, on the
-    GPU for torch CUDA tensors and CuPy arrays (:meth:`solve` is CPU-only).
+    GPU for torch CUDA tensors and CuPy arrays (:meth:`solve` and :meth:`solve_box` are CPU-only).
 
     Parameters
     ----------
@@ -669,11 +680,50 @@ class Chain:
         x, steps, error = self._engine.solve(y, self._reference(reference, y.shape[0]), from_reference, tol, max_iter)
         return Solution(wrap(x[0] if single else x), steps, error)
 
+    def solve_box(self, Y: Any, *, box: tuple[float, float] = (0.0, 1.0), reference: Any = None,
+                  tol: float | None = None, max_iter: int = 30) -> BoxSolution:
+        """Inputs X (N x n_0) with every value inside ``box`` = (low, high) whose outputs are Y,
+        nearest the ``reference`` (one input, or one per target; None: the origin, so the
+        smallest inputs): ``min ||x - reference||`` subject to ``f(x) = y`` and the box, through the
+        whole chain, so every layer's rejected space is free.
+
+        Projected Gauss-Newton: each step projects the reference onto the box cut by the
+        linearised chain, a quadratic program with one equality row per output, solved in its
+        dual by semismooth Newton (an active-set method on the handful of multipliers). For one
+        layer the first step is exact. A target whose preimages all leave the box is solved with
+        the box made a steep penalty instead: its answer leaves the box by as little as the
+        method finds, and ``violation`` says by how much. The method is local: from a far
+        reference it finds a nearby preimage, not necessarily the nearest one of all.
+
+        A target stops at a relative output error of ``tol`` (default the chain's rounding level)
+        once a step no longer moves it by a thousandth of its distance to the reference, when no
+        step helps any more, or after ``max_iter`` steps. CPU only. Returns a
+        :class:`BoxSolution` (inputs, steps, error, violation).
+        """
+        y, wrap, single = self._rows(Y, "Y", self.output_dim)
+        low, high = _box(box)
+        tol = self.rounding_level if tol is None else check_tolerance(tol, "tol")
+        max_iter = check_int(max_iter, "max_iter", low=0, high=2**63 - 1)
+        x, steps, error, violation = self._engine.solve_box(y, self._reference(reference, y.shape[0]), low, high, tol,
+                                                            max_iter)
+        return BoxSolution(wrap(x[0] if single else x), steps, error, violation)
+
     def forward(self, X: Any):
         """The chain's outputs for inputs X (N x n_0)."""
         x, wrap, single = self._rows(X, "X", self.input_dim)
         y = self._engine.forward(x)
         return wrap(y[0] if single else y)
+
+
+def _box(box: Any) -> tuple[float, float]:
+    """box as finite (low, high) floats with low < high, or a ValueError saying what was expected."""
+    try:
+        low, high = (float(v) for v in box)
+    except (TypeError, ValueError):
+        raise ValueError(f"box: expected a (low, high) pair of numbers, got {box!r}") from None
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError(f"box: expected finite bounds with low < high, got {box!r}")
+    return low, high
 
 
 def reconstruct(layers: Sequence[Any], Y: Any, *, reference: Any = None, reference_layers: str = "first",

@@ -516,6 +516,28 @@ void bind_chain(py::module_& m, const char* name) {
           },
           py::arg("Y"), py::arg("reference"), py::arg("from_reference"), py::arg("tol"), py::arg("max_iter"))
       .def(
+          "solve_box",
+          [](const C& chain, const py::array& y, const py::object& reference, double lo, double hi, double tol,
+             std::size_t max_iter) {
+            const MatrixShape s = rows_of<T>(y, "Y", chain.output_dim(), "the chain's output size");
+            const Reference<T> ref = reference_of<T>(reference, s.rows, chain.input_dim());
+            auto x = empty_array<T>({py::ssize_t(s.rows), py::ssize_t(chain.input_dim())});
+            auto steps = empty_array<std::int64_t>({py::ssize_t(s.rows)});
+            auto error = empty_array<double>({py::ssize_t(s.rows)});
+            auto violation = empty_array<double>({py::ssize_t(s.rows)});
+            T* px = x.mutable_data();
+            std::int64_t* psteps = steps.mutable_data();
+            double* perror = error.mutable_data();
+            double* pviolation = violation.mutable_data();
+            {
+              py::gil_scoped_release release;
+              vsfast::solve_box<T>(chain, cdata<T>(y), s.rows, ref.data, ref.rows, lo, hi, tol, max_iter, px,
+                                   psteps, perror, pviolation);
+            }
+            return py::make_tuple(x, steps, error, violation);
+          },
+          py::arg("Y"), py::arg("reference"), py::arg("lo"), py::arg("hi"), py::arg("tol"), py::arg("max_iter"))
+      .def(
           "forward",
           [](const C& chain, const py::array& x) {
             const MatrixShape s = rows_of<T>(x, "X", chain.input_dim(), "the chain's input size");

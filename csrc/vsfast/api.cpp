@@ -3,6 +3,7 @@
 #include "vsfast/api.hpp"
 
 #include "vsfast/blocks.hpp"
+#include "vsfast/box.hpp"
 #include "vsfast/chain.hpp"
 #include "vsfast/newton.hpp"
 #include "vsfast/pinv.hpp"
@@ -12,7 +13,7 @@
 
 namespace vsfast {
 
-#define VSFAST_INSTANTIATE(T)                                                                                      \
+#define VSFAST_INSTANTIATE(T)                                                                                     \
   template void rsvd<T>(const T*, std::size_t, std::size_t, std::size_t, const RsvdParams&, T*, T*, T*);          \
   template void svd<T>(const T*, std::size_t, std::size_t, std::size_t, T*, T*, T*);                              \
   template void svdvals<T>(const T*, std::size_t, std::size_t, std::size_t, T*);                                  \
@@ -35,7 +36,9 @@ namespace vsfast {
                                                    bool, T*);                                                     \
   template void forward<T>(const Chain<T>&, const T*, std::size_t, T*);                                           \
   template void solve<T>(const Chain<T>&, const T*, std::size_t, const T*, std::size_t, bool, double,             \
-                         std::size_t, T*, std::int64_t*, double*);
+                         std::size_t, T*, std::int64_t*, double*);                                                \
+  template void solve_box<T>(const Chain<T>&, const T*, std::size_t, const T*, std::size_t, double, double,       \
+                             double, std::size_t, T*, std::int64_t*, double*, double*);
 VSFAST_INSTANTIATE(float)
 VSFAST_INSTANTIATE(double)
 #undef VSFAST_INSTANTIATE

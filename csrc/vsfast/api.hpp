@@ -1,8 +1,8 @@
 // The CPU core's operations, the twins of csrc/cuda/api.hpp name for name and argument for
 // argument: rsvd, svd, svdvals, pinv, project and the chain's reconstruct and forward; and the
-// CPU's own rank, complement, the chain's solve and the block steps of a distributed rsvd.
-// Arrays are row-major (the block steps' own layout aside) and batched over a leading axis, as
-// on the GPU. Where the GPU takes a Call (device, stream, workspace), the CPU
+// CPU's own rank, complement, the chain's solve and solve_box, and the block steps of a
+// distributed rsvd. Arrays are row-major (the block steps' own layout aside) and batched over a
+// leading axis, as on the GPU. Where the GPU takes a Call (device, stream, workspace), the CPU
 // takes nothing: it runs on vsfast's threads (parallel.hpp: num_threads, set_num_threads) and
 // keeps its scratch memory per thread.
 //
@@ -15,7 +15,7 @@
 // (require_k_in_range) and a reference of 1 or `rows` rows (require_reference_rows).
 //
 // Each operation is defined at the end of its own header (rsvd.hpp, svd.hpp, pinv.hpp,
-// project.hpp, chain.hpp, newton.hpp), as each GPU twin at the end of its .cu file, and compiled
+// project.hpp, chain.hpp, newton.hpp, box.hpp), as each GPU twin at the end of its .cu file, and compiled
 // for float and double in api.cpp.
 #pragma once
 
@@ -170,6 +170,15 @@ void forward(const Chain<T>& chain, const T* x, std::size_t rows, T* y);
 template <class T>
 void solve(const Chain<T>& chain, const T* y, std::size_t rows, const T* reference, std::size_t ref_rows,
            bool from_reference, double tol, std::size_t max_iter, T* x, std::int64_t* steps, double* error);
+
+// CPU only: inputs x (rows x n_0) inside the box [lo, hi] whose outputs are y, nearest the
+// reference (null: the origin), by projected Gauss-Newton through the whole chain (box.hpp); the
+// steps taken, the relative output error and the box violation (largest excursion outside the
+// box, 0 when inside) per target.
+template <class T>
+void solve_box(const Chain<T>& chain, const T* y, std::size_t rows, const T* reference, std::size_t ref_rows,
+               double lo, double hi, double tol, std::size_t max_iter, T* x, std::int64_t* steps, double* error,
+               double* violation);
 
 // How this module was built and what the CPU it runs on offers (build_info.cpp).
 struct BuildInfo {

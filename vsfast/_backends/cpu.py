@@ -159,7 +159,7 @@ def dtype_of(a: np.ndarray) -> np.dtype:
 
 def chain(layers, rtol: float | None, atol: float | None):
     """The compiled chain of (W, b, activation, parameter) layers, all of one dtype: ``ranks``,
-    ``input_dim``, ``output_dim``, ``reconstruct``, ``solve`` and ``forward``."""
+    ``input_dim``, ``output_dim``, ``reconstruct``, ``solve``, ``solve_box`` and ``forward``."""
     engine = _core.ChainF32 if layers[0][0].dtype == np.float32 else _core.ChainF64
     return engine(layers, rtol, atol)
 

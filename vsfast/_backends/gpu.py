@@ -432,6 +432,9 @@ class _Chain:
     def solve(self, *args: Any):
         raise TypeError("Chain.solve runs on the CPU: build the Chain from CPU arrays (numpy or CPU tensors)")
 
+    def solve_box(self, *args: Any):
+        raise TypeError("Chain.solve_box runs on the CPU: build the Chain from CPU arrays (numpy or CPU tensors)")
+
     def forward(self, x):
         fw, rows = self._fw, x.shape[0]
         y = fw.empty((rows, self.output_dim), self._dtype)

@@ -16,9 +16,9 @@ from torch import nn
 
 from .. import data
 
-from .store import BUILDERS, canonical, models_cache_dir, save
+from .store import BUILDERS, amend_card, canonical, load, models_cache_dir, save
 
-__all__ = ["RECIPES", "evaluate", "train"]
+__all__ = ["RECIPES", "evaluate", "measure_stored", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,7 @@ def train(
     data_root: str | os.PathLike | None = None,
     progress: bool = False,
     write: bool = True,
+    storage_dtype: str | None = None,
 ) -> tuple[nn.Module, dict]:
     """Train one of the MNIST networks from a fixed seed and write its weights and card.
 
@@ -103,6 +104,10 @@ def train(
         Show a progress bar with the loss, the training accuracy and the time left.
     write
         Write the weights and card (else only return them).
+    storage_dtype
+        Store the weights in ``"float16"`` or ``"bfloat16"`` (see :func:`save`): the card's test
+        accuracy is then measured again from the stored weights, and the trained network's own
+        kept as ``test_accuracy_before_storage``.
 
     Returns
     -------
@@ -197,9 +202,22 @@ def train(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     if write:
-        path = save(model, name, models_cache_dir() if out is None else Path(out), card)
+        path = save(model, name, models_cache_dir() if out is None else Path(out), card, storage_dtype=storage_dtype)
+        if storage_dtype is not None:
+            card = measure_stored(path, name, (x_test, y_test))
         card = dict(card, path=str(path))
     return model, card
+
+
+def measure_stored(weights: str | os.PathLike, name: str, test_set: tuple) -> dict:
+    """Evaluate the network with exactly the weights in ``weights`` on ``test_set`` (images,
+    labels) and write that accuracy into the file's card, keeping the accuracy it had as
+    ``test_accuracy_before_storage``. Returns the new card."""
+    stored = load(name, weights=weights)
+    accuracy = evaluate(stored, *test_set)
+    before = stored.card.get("test_accuracy_before_storage", stored.card["test_accuracy"])
+    return amend_card(weights, {"test_accuracy": accuracy, "test_correct": round(accuracy * len(test_set[1])),
+                                "test_accuracy_before_storage": before})
 
 
 # Pre-activations below this leave a SELU within e^-3 (5 %) of its lower bound, where its
