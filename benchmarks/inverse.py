@@ -98,8 +98,9 @@ def best_rate(model, start, targets, rates, max_steps) -> float:
 
 def perf_samples(run) -> tuple[list[tuple[float, str, str]], str]:
     """perf's samples of this process (every thread) while ``run()`` runs, as (share in %,
-    library, symbol), most frequent first, with the unnamed addresses of a stripped library
-    summed under its name; or no rows and the reason there are none."""
+    library, symbol), most frequent first: symbols by their short names (the instantiations of a
+    template together) and the unnamed addresses of a stripped library together; or no rows and
+    the reason there are none."""
     perf = shutil.which("perf")
     if perf is None:
         return [], "perf is not installed"
@@ -115,19 +116,25 @@ def perf_samples(run) -> tuple[list[tuple[float, str, str]], str]:
         record.wait()
         report = subprocess.run([perf, "report", "-i", str(data), "--stdio", "--no-children", "--sort", "dso,sym",
                                  "-t", "|"], capture_output=True, text=True)
+    rows = symbol_shares(report.stdout)
+    if not rows:
+        return [], f"perf report gave no samples: {report.stderr.strip()[:200]}"
+    return rows, ""
+
+
+def symbol_shares(report: str) -> list[tuple[float, str, str]]:
+    """`perf report -t '|' --sort dso,sym` as (share in %, library, short symbol), most frequent
+    first, the addresses of a stripped library summed under one name."""
     shares: dict[tuple[str, str], float] = {}
-    for line in report.stdout.splitlines():
+    for line in report.splitlines():
         fields = [f.strip() for f in line.split("|")]
         if line.startswith("#") or len(fields) != 3 or not fields[0].endswith("%"):
             continue
-        library, symbol = fields[1], fields[2].split("] ", 1)[-1]
+        library, symbol = fields[1], short_symbol(fields[2].split("] ", 1)[-1])
         if symbol.startswith("0x"):  # an address in a stripped library
-            symbol = "(its functions together)"
+            symbol = "(its functions together: stripped)"
         shares[library, symbol] = shares.get((library, symbol), 0.0) + float(fields[0][:-1])
-    if not shares:
-        return [], f"perf report gave no samples: {report.stderr.strip()[:200]}"
-    rows = sorted(((share, lib, sym) for (lib, sym), share in shares.items()), reverse=True)
-    return rows, ""
+    return sorted(((share, lib, sym) for (lib, sym), share in shares.items()), reverse=True)
 
 
 def short_symbol(name: str) -> str:
@@ -148,7 +155,7 @@ def profile_table(title: str, run) -> str:
         return f"{title}: no profile ({why})."
     shown = rows[:TOP_SYMBOLS]
     rest = 100.0 - sum(share for share, _, _ in shown)
-    body = [[f"{share:.1f} %", f"`{lib}`", f"`{short_symbol(sym)}`"] for share, lib, sym in shown]
+    body = [[f"{share:.1f} %", f"`{lib}`", f"`{sym}`"] for share, lib, sym in shown]
     body.append([f"{rest:.1f} %", "", f"the other {len(rows) - len(shown)} symbols"])
     return markdown_table(title, ["samples", "library", "symbol"], body)
 

@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 from common import _sgemm_rowmajor  # noqa: E402
-from inverse import perf_samples, profile_table, short_symbol  # noqa: E402
+from inverse import perf_samples, profile_table, short_symbol, symbol_shares  # noqa: E402
 
 
 @pytest.mark.parametrize("name,short", [
@@ -24,6 +24,19 @@ from inverse import perf_samples, profile_table, short_symbol  # noqa: E402
 ])
 def test_short_symbol_drops_template_arguments_and_parameters(name, short):
     assert short_symbol(name) == short
+
+
+def test_symbol_shares_sum_instantiations_and_a_stripped_librarys_addresses():
+    report = """# Overhead|Shared Object|Symbol
+ 50.00% |libscipy_openblas.so |[.] sgemm_kernel_SKYLAKEX
+ 20.00% |_core.so |[.] 0x000000000005614f
+ 15.00% |_core.so |[.] 0x0000000000056154
+  9.00% |mine.so |[.] vsfast::NewtonSolver<float>::run
+  6.00% |mine.so |[.] vsfast::NewtonSolver<double>::run
+"""
+    assert symbol_shares(report) == [(50.0, "libscipy_openblas.so", "sgemm_kernel_SKYLAKEX"),
+                                     (35.0, "_core.so", "(its functions together: stripped)"),
+                                     (15.0, "mine.so", "vsfast::NewtonSolver::run")]
 
 
 def busy_gemm(seconds: float = 1.5) -> None:
@@ -42,6 +55,7 @@ def test_perf_samples_find_where_the_time_goes():
     assert rows == sorted(rows, reverse=True)
     gemm = sum(share for share, library, symbol in rows if "openblas" in library and "gemm" in symbol)
     assert gemm > 50, rows[:5]
+    assert all(symbol and "<" not in symbol for _, _, symbol in rows)
 
 
 def test_profile_table_says_why_it_is_empty(monkeypatch):
