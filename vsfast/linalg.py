@@ -181,8 +181,8 @@ def rsvd(A: Any, k: int, *, method: str = "auto", oversample: int | None = None,
     precision : the precision of the passes over A (CPU). ``"auto"``: all but the last pass in
         bfloat16 where this CPU has AVX512-BF16 (see ``vsfast.show_config()``), A has at least
         2^18 entries, and A's rounding to bfloat16 (its Frobenius norm, computed exactly) is at
-        most 1/8 of sigma_{k+1}, bounded from below by the first projected matrix; a spectrum
-        that needs the input's precision gets it, recomputed from the start. ``"full"``: the
+        most 1/4 of a lower bound on sigma_{k+1} from the projected matrix; a spectrum that
+        needs the input's precision gets it, recomputed from the start (docs/numerics.md). ``"full"``: the
         input's precision throughout. ``"bfloat16"``: bfloat16 without that check (to measure
         what it protects; needs AVX512-BF16). Products accumulate in float32; the
         orthonormalisations and the small SVD stay in the input's precision.

@@ -26,6 +26,7 @@
 #include <cstring>
 #include <new>
 #include <stdexcept>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -232,9 +233,9 @@ void to_bf16(const T* a, std::size_t m, std::size_t n, double max_abs, Bf16Matri
   out.rows.resize(m * nw);
   out.cols.resize(mw * n);
   const std::size_t pairs_per_block = 16, blocks = (mw + pairs_per_block - 1) / pairs_per_block;
-  std::vector<double> squares(blocks);
+  std::vector<double> squares(blocks), norms(blocks);
   parallel_for(blocks, workers_for(4.0 * m * n, blocks), [&](std::size_t b) {
-    double sum = 0;
+    double sum = 0, norm = 0;
     for (std::size_t p = b * pairs_per_block; p < std::min(mw, (b + 1) * pairs_per_block); ++p) {
       const T* r0 = a + 2 * p * n;
       const T* r1 = 2 * p + 1 < m ? r0 + n : nullptr;
@@ -249,28 +250,48 @@ void to_bf16(const T* a, std::size_t m, std::size_t n, double max_abs, Bf16Matri
       }
 #endif
       sum += convert_pair_tail(r0, r1, done, n, scale, row0, row1, cols);
+      if constexpr (std::is_same_v<T, double>)  // the rows are still in cache
+        for (std::size_t j = 0; j < (r1 ? 2 * n : n); ++j) norm += r0[j] * r0[j] * (scale * scale);
     }
     squares[b] = sum;
+    norms[b] = norm;
   });
-  double total = 0;
-  for (double s : squares) total += s;
-  out.rounding = std::ldexp(std::sqrt(total), out.exponent);
+  double total = 0, frobenius = 0;
+  for (std::size_t b = 0; b < blocks; ++b) total += squares[b], frobenius += norms[b];
+  // The passes accumulate in float32: for a float64 A that is a perturbation of A too, of about
+  // 2^-24 sqrt(length of the sums) ||A||_F, which an A exact in bfloat16 (integers, bfloat16
+  // weights widened) would otherwise leave out of the check (its rounding is 0).
+  const double accumulation = std::ldexp(std::sqrt(frobenius * static_cast<double>(std::max(m, n))), -24);
+  out.rounding = std::ldexp(std::hypot(std::sqrt(total), accumulation), out.exponent);
 }
 
-// The thin operand x (column-major, len x cols, leading dimension ldx) rounded to bfloat16 and
-// paired along its columns: word (p, c) = (x[2p][c], x[2p + 1][c]) at p * width + c, with
-// width = cols rounded up to a multiple of 16 (zeros beyond cols and below the last row).
+// The thin operand x (column-major, len x cols, leading dimension ldx) times `scale` rounded to
+// bfloat16 and paired along its columns: word (p, c) = (x[2p][c], x[2p + 1][c]) at
+// p * width + c, with width = cols rounded up to a multiple of 16 (zeros beyond cols and below
+// the last row). The product is taken in double, so a scale that brings x into range is exact.
 template <class T>
-void pack_bf16_pairs(const T* x, std::size_t len, std::size_t cols, std::size_t ldx, std::size_t width,
+void pack_bf16_pairs(const T* x, std::size_t len, std::size_t cols, std::size_t ldx, std::size_t width, double scale,
                      std::vector<std::uint32_t>& out) {
   const std::size_t pairs = (len + 1) / 2;
   out.assign(pairs * width, 0u);
+  const auto at = [&](const T* column, std::size_t i) {
+    return i < len ? static_cast<float>(static_cast<double>(column[i]) * scale) : 0.0f;
+  };
   for (std::size_t c = 0; c < cols; ++c) {
     const T* column = x + c * ldx;
-    for (std::size_t p = 0; p < pairs; ++p)
-      out[p * width + c] = bf16_pair(static_cast<float>(column[2 * p]),
-                                     2 * p + 1 < len ? static_cast<float>(column[2 * p + 1]) : 0.0f);
+    for (std::size_t p = 0; p < pairs; ++p) out[p * width + c] = bf16_pair(at(column, 2 * p), at(column, 2 * p + 1));
   }
+}
+
+// The power of two e that brings x's largest magnitude into [1, 2) (0 for x = 0): the thin
+// operand of a pass (M^T Q has A's magnitude) is scaled by 2^-e before its rounding to bfloat16,
+// which would overflow beyond float's range and flush to zero below its normal numbers.
+template <class T>
+int thin_exponent(const T* x, std::size_t len, std::size_t cols, std::size_t ldx) {
+  double largest = 0;
+  for (std::size_t c = 0; c < cols; ++c)
+    for (std::size_t i = 0; i < len; ++i) largest = std::max(largest, std::abs(static_cast<double>(x[i + c * ldx])));
+  return largest > 0 ? std::ilogb(largest) : 0;
 }
 
 #ifdef VSFAST_BF16_KERNELS
@@ -466,15 +487,14 @@ void bf16_product_t(const std::uint32_t* a, std::size_t rows, std::size_t pairs,
 template <class T>
 void bf16_gemm(const Bf16Matrix& a, bool transposed, const T* x, std::size_t cols, std::size_t ldx, T* out,
                std::size_t ldo, std::vector<std::uint32_t>& packed) {
-  const std::size_t width = (cols + 15) / 16 * 16;
-  const T scale = static_cast<T>(std::ldexp(1.0, a.exponent));
-  if (!transposed) {
-    pack_bf16_pairs(x, a.n, cols, ldx, width, packed);
+  const std::size_t width = (cols + 15) / 16 * 16, len = transposed ? a.m : a.n;
+  const int e = thin_exponent(x, len, cols, ldx);
+  const T scale = static_cast<T>(std::ldexp(1.0, a.exponent + e));
+  pack_bf16_pairs(x, len, cols, ldx, width, std::ldexp(1.0, -e), packed);
+  if (!transposed)
     bf16_product(a.rows.data(), a.row_words(), a.m, a.row_words(), packed, cols, width, scale, out, ldo);
-  } else {
-    pack_bf16_pairs(x, a.m, cols, ldx, width, packed);
+  else
     bf16_product_t(a.cols.data(), a.n, a.col_words(), packed, cols, width, scale, out, ldo);
-  }
 }
 
 }  // namespace vsfast

@@ -396,6 +396,7 @@ bool block_krylov(const TallView<T>& M, const RsvdParams& p, const T* omega, boo
   Bf16Check check;
   if (!guarded) check.state = Bf16Check::passed;
   std::size_t d = 0;
+  std::size_t gram_known = 0;  // the columns of W whose Gram matrix ritz_values holds (it skips blocks)
   for (std::size_t j = 0;; ++j) {
     const bool last = j == depth;
     ws.w.resize(ss * (d + b));
@@ -404,7 +405,8 @@ bool block_krylov(const TallView<T>& M, const RsvdParams& p, const T* omega, boo
     d += b;
     const bool judging = check.state == Bf16Check::open && d > p.k;
     if (judging || adaptive) {
-      const std::vector<double>& ritz = ritz_values(ws.w.data(), ss, known, d, ws);
+      const std::vector<double>& ritz = ritz_values(ws.w.data(), ss, gram_known, d, ws);
+      gram_known = d;
       if (judging && !check.judge(rounding, ritz, p.k, false)) return false;
       if (adaptive && stop.done(ritz, largest_column_norm(ws.probes.data(), ls, r), rounding)) break;
     }
@@ -423,6 +425,10 @@ bool block_krylov(const TallView<T>& M, const RsvdParams& p, const T* omega, boo
     condition_basis(next, bl, bb, bl, ws.orth);
     if (adaptive) remove_span(next, ls, b, ws.probes.data(), r, ws);
   }
+  // The adaptive stop learns which block is the last only after its pass: with bfloat16 passes,
+  // that block of the projected matrix is taken again in the input's precision, as a fixed depth
+  // takes it from the start.
+  if (adaptive && M.low) M.backward(ws.basis.data() + (d - b) * ls, bb, ws.w.data() + (d - b) * ss, true);
   if (check.state != Bf16Check::passed && !check.judge(rounding, ritz_values(ws.w.data(), ss, 0, d, ws), p.k, true))
     return false;
   finish(M, ws.basis.data(), ws.w.data(), d, static_cast<const T*>(nullptr), p.k, u, s, vh, ws);
