@@ -167,6 +167,54 @@ def test_bf16_used_where_it_costs_no_accuracy(rng, method, shape):
         assert spectral_error(a, *auto) <= spectral_error(a, *full) + 2 * rounding
 
 
+def layer_like(rng, shape, k=20):
+    """float32, a spectrum decaying like 1/j (sigma_{k+1} = sigma_1 / (k + 1)): bfloat16 passes pass
+    their check on it (the premise of the tests that use it)."""
+    s = 1.0 / (1.0 + np.arange(min(shape)))
+    a, _ = with_spectrum(rng, *shape, s)
+    return a.astype(np.float32), s
+
+
+@pytest.mark.parametrize("method", ["krylov", "subspace"])
+def test_a_block_of_exactly_k_columns(rng, method):
+    """oversample=0: the first projected matrix has no (k+1)-th value to check the bfloat16
+    passes against; the check waits for a later one. The result does not depend on what an
+    earlier call left in the thread's workspace, and is within the theory's bound."""
+    a, s = layer_like(rng, (700, 600))
+    first = vsfast.rsvd(a, 20, method=method, oversample=0, power_iters=2)
+    vsfast.rsvd(rng.standard_normal((900, 800)).astype(np.float32), 40, method=method)  # other workspace contents
+    again = vsfast.rsvd(a, 20, method=method, oversample=0, power_iters=2)
+    for x, y in zip(first, again):
+        np.testing.assert_array_equal(x, y)
+    assert spectral_error(a, *first) <= error_bound(s, 20, 20, 2, method) + 2 * bf16_rounding(a)
+
+
+@needs_bf16
+@pytest.mark.parametrize("scale", [2.0**200, 2.0**-200])
+def test_bf16_passes_on_matrices_beyond_floats_range(rng, scale):
+    """A float64 matrix far outside float32's range: every pass's operands are scaled into it, so
+    the result is the scaled result of the same matrix in range (to rounding; the scaling by a
+    power of two is exact, the bfloat16 check's verdict the same)."""
+    a, s = layer_like(rng, (700, 600))
+    a = a.astype(np.float64)
+    ref = vsfast.rsvd(a, 20)
+    assert not np.array_equal(ref.S, vsfast.rsvd(a, 20, precision="full").S)  # the premise: bfloat16 passes
+    big = vsfast.rsvd(a * scale, 20)
+    assert np.all(np.isfinite(big.S))
+    np.testing.assert_allclose(big.S / scale, ref.S, rtol=1e-12)
+    assert spectral_error(a * scale, *big) <= 1.05 * spectral_error(a, *ref) * scale
+
+
+def test_float64_matrix_exact_in_bf16_keeps_float64_accuracy(rng):
+    """A float64 integer matrix of rank 10 (its entries exact in bfloat16, so its rounding is 0):
+    float32 accumulation in the passes would leave 1e-7 of it outside the basis; the check counts
+    that accumulation, and the rank-10 result reproduces the matrix to float64 rounding."""
+    a = (rng.integers(-3, 4, (700, 10)) @ rng.integers(-3, 4, (10, 600))).astype(np.float64)
+    assert np.all(np.abs(a) < 256)  # exact in bfloat16's 8 bits
+    u, s, vh = vsfast.rsvd(a, 10)
+    assert np.abs(u * s @ vh - a).max() <= 1e-10 * np.abs(a).max()
+
+
 @pytest.mark.skipif(BF16, reason="this CPU has AVX512-BF16")
 def test_forced_bf16_on_a_cpu_without_it_is_refused(rng):
     with pytest.raises(ValueError, match="AVX512-BF16"):
