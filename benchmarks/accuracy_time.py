@@ -302,14 +302,17 @@ def main() -> None:
         names = [n for n in names if any(n.startswith(w.strip()) for w in args.workloads.split(","))]
     dtypes = ["float32"] if args.quick else args.dtypes.split(",")
     rounds = 1 if args.quick else args.rounds
-    results = []
+    results, bases = [], {}
     with threadpool_limits(threads):
-        for name in names:
-            base = WORKLOADS[name]()
-            for dtype in dtypes:
+        # Every workload in the first dtype before any in the next, each one's must-show row
+        # printed as it is measured: a run cut short still says what it measured.
+        for dtype in dtypes:
+            for name in names:
+                base = bases.setdefault(name, WORKLOADS[name]())
                 started = time.perf_counter()
                 results.append(measure(name, np.ascontiguousarray(base, dtype=dtype), rounds, args.seeds, args.quick))
                 print(f"  {time.perf_counter() - started:.0f} s", flush=True)
+                print(must_show_table(results[-1:]), flush=True)
     title = (f"k = {K}, median of {rounds} interleaved rounds (time) and of {args.seeds} seeds (error); "
              f"bfloat16 passes {'available' if vsfast._core.bf16_supported() else 'not available'} on this CPU")
     body = "\n\n".join([title, must_show_table(results), reach_table(results), detail_table(results)])
