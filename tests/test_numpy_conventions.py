@@ -173,6 +173,21 @@ def test_threadpoolctl_sees_and_limits_vsfast():
         vsfast.set_num_threads(before)
 
 
+def test_a_blas_limit_leaves_vsfasts_openblas_serial(rng):
+    """threadpool_limits(n) also sets vsfast's own OpenBLAS (scipy-openblas) to n threads, under
+    vsfast's n workers each calling it: the core sets it back to one thread when it runs."""
+    def openblas_threads():
+        return [p["num_threads"] for p in threadpoolctl.threadpool_info()
+                if p["filepath"].endswith("libscipy_openblas.so")]
+
+    assert openblas_threads() == [1]
+    with threadpoolctl.threadpool_limits(2):
+        assert openblas_threads() == [2]
+        vsfast.rsvd(rng.standard_normal((300, 200)), 5)
+        assert openblas_threads() == [1]
+    assert openblas_threads() == [1]
+
+
 def test_show_config_names_versions_blas_threads_simd_and_cuda(capsys):
     info = vsfast.show_config(mode="dicts")
     assert info["vsfast"] == vsfast.__version__ and info["threads"] == vsfast.get_num_threads()

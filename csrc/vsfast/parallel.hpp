@@ -161,11 +161,24 @@ inline WorkerPool& worker_pool() {
 
 }  // namespace detail
 
+namespace detail {
+// vsfast's threads call OpenBLAS, which must then run on one thread: init_threads sets it so, but
+// threadpoolctl.threadpool_limits(n) sets every BLAS it finds, this OpenBLAS included, to n, and
+// each of vsfast's workers would start n more threads (3x slower on 2 cores). Set back here.
+inline void keep_blas_serial() {
+  if (blas_threads() == 1) return;
+  static std::mutex setting;
+  std::lock_guard<std::mutex> lock(setting);
+  if (blas_threads() != 1) set_blas_threads(1);
+}
+}  // namespace detail
+
 // Call fn(i) for every i in [0, count), on up to `workers` threads. Nested calls run serially.
 // The first exception thrown by any item is rethrown here once all threads have stopped.
 template <class Fn>
 void parallel_for(std::size_t count, int workers, Fn&& fn) {
   if (detail::inside_parallel_region()) workers = 1;
+  detail::keep_blas_serial();
   workers = static_cast<int>(std::min<std::size_t>(count, static_cast<std::size_t>(std::max(workers, 1))));
   if (workers <= 1) {
     for (std::size_t i = 0; i < count; ++i) fn(i);
