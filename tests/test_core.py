@@ -96,6 +96,65 @@ def test_svdvals_beyond_float32_are_overflow_errors(rng):
     assert s[0] > np.finfo(np.float32).max
 
 
+# --- svdvals_gram: a float32 matrix's singular values from its float64 Gram matrix ---------------
+
+GRAM_SHAPES = SHAPES + [(600, 70), (70, 600), (257, 256)]  # across the 256-wide panels, with a rest
+
+
+def gram_tolerance(a: np.ndarray) -> float:
+    """The bound on |s_gram^2 - s^2|: the float64 Gram matrix's entries are dot products of length
+    max(m, n) of exact float64 products, each off by max(m, n) eps64 ||A||_F^2 at most, and dsyevd
+    is backward stable (p(q) eps64 ||G||_2 <= p(q) eps64 ||A||_F^2 with q = min(m, n)); 10 (max(m, n)
+    + min(m, n)) eps64 ||A||_F^2 covers both with the svdvals tests' slack factor."""
+    frobenius2 = float(np.sum(a.astype(np.float64) ** 2))
+    return 10 * (sum(a.shape[-2:])) * float(EPS[np.float64]) * frobenius2
+
+
+@pytest.mark.parametrize("shape", GRAM_SHAPES)
+@pytest.mark.parametrize("spectrum", ["fast", "slow", "lowrank", "cond1e12"])
+def test_svdvals_gram_within_the_gram_bound(rng, shape, spectrum):
+    a = with_spectrum(rng, *shape, spectrum)[0].astype(np.float32)
+    s = _core.svdvals_gram(a).astype(np.float64)
+    reference = np.linalg.svd(a.astype(np.float64), compute_uv=False)
+    assert s.shape == (min(shape),) and np.all(np.diff(s) <= 0)
+    # the Gram bound, then the rounding of each value to float32 (2 eps32 relative in s^2)
+    excess = np.abs(s**2 - reference**2) - (gram_tolerance(a) + 2 * float(EPS[np.float32]) * reference**2)
+    assert np.all(excess <= 0), f"beyond the bound by {excess.max():.3g}"
+
+
+@pytest.mark.parametrize("shape", [(300, 200), (200, 300), (600, 70)])
+@pytest.mark.parametrize("spectrum", ["fast", "cond1e12"])
+def test_svdvals_gram_is_closer_than_float32_gesdd_above_the_rank_tolerance(rng, shape, spectrum):
+    # What the route is for: every value a float32 rank counts comes out closer than sgesdd's.
+    a = with_spectrum(rng, *shape, spectrum)[0].astype(np.float32)
+    reference = np.linalg.svd(a.astype(np.float64), compute_uv=False)
+    counted = reference > max(shape) * float(EPS[np.float32]) * reference[0]
+    assert counted.sum() >= 5 and not counted.all()
+    error = {name: np.max(np.abs(s.astype(np.float64) - reference)[counted] / reference[counted])
+             for name, s in (("gram", _core.svdvals_gram(a)), ("gesdd", _core.svdvals(a)))}
+    assert error["gram"] <= error["gesdd"], error
+
+
+def test_svdvals_gram_of_a_batch_are_those_of_each_matrix(rng):
+    a = rng.standard_normal((5, 300, 40)).astype(np.float32)
+    s = _core.svdvals_gram(a)
+    assert s.shape == (5, 40) and s.dtype == np.float32
+    for b in range(5):
+        np.testing.assert_array_equal(s[b], _core.svdvals_gram(np.ascontiguousarray(a[b])))
+
+
+def test_svdvals_gram_refuses_bad_input(rng):
+    with pytest.raises(TypeError, match="float32 .float64 input takes svdvals"):
+        _core.svdvals_gram(np.ones((3, 4)))
+    with pytest.raises(ValueError, match="A: expected finite values"):
+        _core.svdvals_gram(np.array([[1.0, np.nan], [0.0, 1.0]], dtype=np.float32))
+    with pytest.raises(ValueError, match="A: expected an aligned array"):
+        _core.svdvals_gram(unaligned(np.ones((3, 4), dtype=np.float32)))
+    rank_one = random_orthonormal(rng, 6, 1) @ random_orthonormal(rng, 6, 1).T
+    with pytest.raises(OverflowError, match="A's largest singular value overflows float32"):
+        _core.svdvals_gram(np.clip(rank_one * 3e38 * 6, -3e38, 3e38).astype(np.float32))
+
+
 def _gpu_or_skip():
     """vsfast._cuda and torch, where a CUDA device is there to run on."""
     cuda = _cuda_module()

@@ -34,6 +34,9 @@ def svd(A: NDArray[_F]) -> tuple[NDArray[_F], NDArray[_F], NDArray[_F]]:
 def svdvals(A: NDArray[_F]) -> NDArray[_F]:
     """Singular values of A (m, n) or (batch, m, n), descending: (..., q), q = min(m, n)."""
 
+def svdvals_gram(A: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Singular values of float32 A (m, n) or (batch, m, n) from its float64 Gram matrix's eigenvalues."""
+
 def rsvd(
     A: NDArray[_F],
     k: int,

@@ -38,7 +38,7 @@ import numpy as np
 from . import checkpoint as ckpt
 from ._arrays import check_int, is_tensor, values
 from .config import get_num_threads
-from .linalg import Spaces, _choose_method, rsvd, spaces, svdvals
+from .linalg import Spaces, _choose_method, _weight_spectrum, rsvd, spaces
 from .metrics import SpectralMetrics, frobenius_norm, spectral_metrics
 from .nn import CONV_VIEWS, PARAMS, WeightView, weight_views
 
@@ -396,10 +396,11 @@ def analyze(model: Any, inputs: Any = None, *, method: str = "auto", k: int | st
         goes through the model in eval mode, without gradients, ``batch_size`` inputs at a time;
         forward pre-hooks split each analysed matrix's inputs as they pass and keep the per-input
         rejected fraction of all of them, and the split arrays of the first ``keep_inputs``.
-    method, k : how much of each spectrum. ``k=None``: the whole spectrum (exact SVD) of a
-        matrix whose smaller side is at most ``FULL_SPECTRUM_SIDE`` (2048) and that has at most
-        2^24 entries, the top ``DEFAULT_K`` (256) singular triplets of a larger one, through the
-        randomized SVD. ``k="all"``: every spectrum whole. An integer: the top min(k, rows,
+    method, k : how much of each spectrum. ``k=None``: the whole spectrum (exact; of float32
+        weights from their float64 Gram matrix, see docs/analysis.md) of a matrix whose smaller
+        side is at most ``FULL_SPECTRUM_SIDE`` (2048) and that has at most 2^24 entries, the top
+        ``DEFAULT_K`` (256) singular triplets of a larger one, through the randomized SVD.
+        ``k="all"``: every spectrum whole. An integer: the top min(k, rows,
         columns) of each, ``method`` choosing as in :func:`vsfast.spaces` (``"auto"``:
         randomized when k is well below the smaller side). Metrics that need the whole spectrum
         (``effective_rank``) are NaN for a partial one; ``alpha`` then fits the top k's tail
@@ -678,10 +679,10 @@ def _singular_values(matrices: list, layer_k: int | None, chosen: str) -> list[n
     """The top layer_k (or all) singular values of each matrix, in one call; of a grouped
     convolution's blocks, the union of theirs (the block-diagonal matrix's)."""
     if matrices[0].ndim == 3:
-        s = np.sort(_host(svdvals(matrices[0])).reshape(-1))[::-1]
+        s = np.sort(_host(_weight_spectrum(matrices[0])).reshape(-1))[::-1]
         return [np.ascontiguousarray(s[:layer_k])]
     stacked = matrices[0] if len(matrices) == 1 else _stack(matrices)
-    s = _host(rsvd(stacked, layer_k).S if chosen == "randomized" else svdvals(stacked))
+    s = _host(rsvd(stacked, layer_k).S if chosen == "randomized" else _weight_spectrum(stacked))
     s = s[..., :layer_k]
     return [np.ascontiguousarray(row) for row in s] if s.ndim == 2 else [s]
 

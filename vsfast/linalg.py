@@ -236,6 +236,13 @@ def svdvals(A: Any):
     return svd(A, compute_uv=False)
 
 
+def _weight_spectrum(A: Any):
+    """Singular values of A (..., M, N) for its metrics, descending: as svdvals, but a float32
+    matrix's from its float64 Gram matrix on the CPU (the backends' ``spectrum``)."""
+    backend, a, wrap = _matrices(A, "A")
+    return wrap(_stacked(lambda b: (backend.spectrum(b),), a)[0])
+
+
 # --- spaces -------------------------------------------------------------------------------------
 
 class Spaces:

@@ -153,6 +153,20 @@ vsfast::RsvdPrecision rsvd_precision(const std::string& name) {
 }
 
 // oversample and power_iters are unsigned: pybind11 refuses a negative one before it gets here.
+py::object svdvals_gram_py(const py::array& a) {
+  const MatrixShape s = matrix_shape(a, "A", true);
+  if (!has_dtype<float>(a))
+    throw py::type_error("A: expected dtype float32 (float64 input takes svdvals), got " +
+                         py::str(a.dtype()).cast<std::string>());
+  auto sv = empty_array<float>(with_batch(s, {std::min(s.rows, s.cols)}));
+  float* ps = sv.mutable_data();
+  {
+    py::gil_scoped_release release;
+    vsfast::svdvals_gram(cdata<float>(a), s.batch, s.rows, s.cols, ps);
+  }
+  return std::move(sv);
+}
+
 py::object rsvd_py(const py::array& a, std::size_t k, std::size_t oversample, std::size_t power_iters,
                    std::uint64_t seed, const std::string& method, const std::string& precision, double tol) {
   const MatrixShape s = matrix_shape(a, "A", true);
@@ -579,6 +593,7 @@ PYBIND11_MODULE(_core, m) {
 
   m.def("svd", &svd_py, py::arg("A"));
   m.def("svdvals", &svdvals_py, py::arg("A"));
+  m.def("svdvals_gram", &svdvals_gram_py, py::arg("A"));
   m.def("rsvd", &rsvd_py, py::arg("A"), py::arg("k"), py::arg("oversample"), py::arg("power_iters"),
         py::arg("seed"), py::arg("method") = "subspace", py::arg("precision") = "full", py::arg("tol") = 0.0);
   m.def("bf16_supported", &vsfast::rsvd_bfloat16_available,

@@ -45,4 +45,14 @@ VSFAST_INSTANTIATE(double)
 
 bool rsvd_bfloat16_available() { return bf16_supported(); }
 
+void svdvals_gram(const float* a, std::size_t batch, std::size_t m, std::size_t n, float* s) {
+  const std::size_t q = std::min(m, n);
+  require_finite(a, batch * m * n, "A");
+  parallel_for(batch, batch_workers(batch), [&](std::size_t b) {
+    std::vector<double> gram, panel;
+    svdvals_gram_rowmajor(a + b * m * n, m, n, s + b * q, gram, panel);
+  });
+  require_representable(s, batch * q, "A's largest singular value");
+}
+
 }  // namespace vsfast

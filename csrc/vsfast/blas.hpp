@@ -88,6 +88,13 @@ inline void syrk_gram(blas_int n, blas_int k, const double* a, blas_int lda, dou
   scipy_cblas_dsyrk(CblasColMajor, CblasUpper, CblasTrans, n, k, 1.0, a, lda, 0.0, c, ldc);
 }
 
+// c (n x n, upper triangle) += op(a) op(a)^T in double: op(a) = a (column-major n x k) or, with
+// `transposed`, a^T (a column-major k x n).
+inline void syrk_accumulate(bool transposed, blas_int n, blas_int k, const double* a, blas_int lda, double* c,
+                            blas_int ldc) {
+  scipy_cblas_dsyrk(CblasColMajor, CblasUpper, trans(transposed), n, k, 1.0, a, lda, 1.0, c, ldc);
+}
+
 // Cholesky factor (upper) in place; info > 0 when a is not numerically positive definite.
 inline lapack_int potrf_upper(blas_int n, float* a, blas_int lda) {
   return scipy_LAPACKE_spotrf(LAPACK_COL_MAJOR, 'U', n, a, lda);

@@ -42,6 +42,35 @@ void svdvals_rowmajor(const T* a, std::size_t m, std::size_t n, T* s, std::vecto
   check_lapack(gesdd_values(bn, bm, work.data(), bn, s), "gesdd");
 }
 
+// The singular values s (min(m, n)) of the row-major m x n float matrix a from the eigenvalues of
+// its Gram matrix on the short side, G = A A^T (wide) or A^T A (tall), accumulated in double over
+// panels of the long side so that only one panel is ever converted. `gram` and `panel` are
+// scratch.
+inline void svdvals_gram_rowmajor(const float* a, std::size_t m, std::size_t n, float* s, std::vector<double>& gram,
+                                  std::vector<double>& panel) {
+  constexpr std::size_t width = 256;  // long-side entries per panel: a BLAS-3 update, a small copy
+  const std::size_t q = std::min(m, n), len = std::max(m, n);
+  const bool tall = m > n;
+  const blas_int bq = to_blas_int(q, "the short side");
+  gram.assign(q * q, 0.0);
+  panel.resize(q * std::min(width, len));
+  for (std::size_t j0 = 0; j0 < len; j0 += width) {
+    const std::size_t b = std::min(width, len - j0);
+    if (tall) {  // rows j0.. of A: row-major b x n is column-major n x b, and G += P P^T
+      std::copy(a + j0 * n, a + (j0 + b) * n, panel.begin());
+      syrk_accumulate(false, bq, static_cast<blas_int>(b), panel.data(), bq, gram.data(), bq);
+    } else {  // columns j0.. of A, stored column-major b x m, and G += P^T P
+      for (std::size_t i = 0; i < m; ++i)
+        std::copy(a + i * n + j0, a + i * n + j0 + b, panel.begin() + i * b);
+      syrk_accumulate(true, bq, static_cast<blas_int>(b), panel.data(), static_cast<blas_int>(b), gram.data(), bq);
+    }
+  }
+  std::vector<double> eigenvalues(q);
+  check_lapack(symmetric_eigenvalues(bq, gram.data(), bq, eigenvalues.data()), "dsyevd");
+  for (std::size_t i = 0; i < q; ++i)  // ascending; rounding can leave a zero one slightly negative
+    s[i] = static_cast<float>(std::sqrt(std::max(eigenvalues[q - 1 - i], 0.0)));
+}
+
 // The batched entry points of api.hpp.
 template <class T>
 void svd(const T* a, std::size_t batch, std::size_t m, std::size_t n, T* u, T* s, T* vh) {

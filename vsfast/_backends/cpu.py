@@ -4,7 +4,8 @@ Primitives (the GPU backend has the same names and signatures):
 
 - ``asarray(x, name, dtype=None, like=None) -> (a, wrap)``: ``x`` as a C-contiguous float32/float64
   array of this backend, and the function that turns results back into ``x``'s kind;
-- ``rsvd``, ``svd``, ``svdvals``, ``pinv``: on one matrix or a 3-D batch; ``RSVD_METHOD``, the
+- ``rsvd``, ``svd``, ``svdvals``, ``spectrum`` (singular values for metrics), ``pinv``: on one
+  matrix or a 3-D batch; ``RSVD_METHOD``, the
   method ``rsvd(method="auto")`` runs (the GPU refuses the CPU-only methods and options of
   ``rsvd`` with a TypeError saying so);
 - ``rank`` of host singular values, ``complement`` of orthonormal rows, ``project`` of rows;
@@ -31,7 +32,7 @@ from .._arrays import is_tensor
 
 __all__ = ["asarray", "block_corange", "block_exponent", "block_largest", "block_range", "chain", "cholesky_factor",
            "complement", "concat", "contiguous", "dtype_of", "householder_qr", "pinv", "project", "rank", "rsvd",
-           "sketch", "solve_factor", "svd", "svdvals", "to_host", "transpose"]
+           "sketch", "solve_factor", "spectrum", "svd", "svdvals", "to_host", "transpose"]
 
 name = "cpu"
 Wrap = Callable[[np.ndarray], Any]
@@ -110,6 +111,13 @@ def svd(a: np.ndarray):
 
 def svdvals(a: np.ndarray) -> np.ndarray:
     return _core.svdvals(a)
+
+
+def spectrum(a: np.ndarray) -> np.ndarray:
+    """Singular values for a weight matrix's metrics: a float32 matrix's from its float64 Gram
+    matrix (``_core.svdvals_gram``: closer than float32 gesdd above the float32 rank tolerance,
+    and faster), a float64 matrix's from gesdd."""
+    return _core.svdvals_gram(a) if a.dtype == np.float32 else _core.svdvals(a)
 
 
 def pinv(a: np.ndarray, rtol: float | None, atol: float | None) -> np.ndarray:

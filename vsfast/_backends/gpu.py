@@ -332,6 +332,12 @@ def svdvals(a):
     return s
 
 
+def spectrum(a):
+    """Singular values for a weight matrix's metrics: the Jacobi SVD's (svdvals), which already
+    gives each to its dtype's relative precision; the CPU's Gram route answers gesdd's cost."""
+    return svdvals(a)
+
+
 def _pinv_arrays(a, rtol, atol, *, transposed: bool = False, with_vh: bool = False):
     """Pseudoinverses (or their transposes) and ranks, both left on the device; with_vh adds the
     right singular vectors of the same SVD."""
@@ -486,5 +492,5 @@ def householder_qr(y):
 
 __all__ = ["asarray", "block_corange", "block_exponent", "block_largest", "block_range", "chain", "cholesky_factor",
            "complement", "concat", "contiguous", "dtype_of", "householder_qr", "pinv", "project", "rank", "rsvd",
-           "sketch", "solve_factor", "svd", "svdvals", "to_host", "transpose", "cuda_available", "set_gpu_precision",
+           "sketch", "solve_factor", "spectrum", "svd", "svdvals", "to_host", "transpose", "cuda_available", "set_gpu_precision",
            "get_gpu_precision", "IMPORT_ERROR"]
