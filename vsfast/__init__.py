@@ -34,16 +34,18 @@ from .linalg import (
     svd,
     svdvals,
 )
+from .operators import conv_spectrum, jacobian_spaces
 from ._backends.gpu import cuda_available, get_gpu_precision, set_gpu_precision
 from .config import _register_with_threadpoolctl
 
 _register_with_threadpoolctl()
 
 __all__ = [
-    "BoxSolution", "Chain", "Inversion", "LayerAnalysis", "LinAlgError", "Projection", "RangeWarning", "Reconstruction", "Report",
-    "SVDResult", "Solution", "Spaces", "analyze", "cuda_available", "get_gpu_precision", "get_num_threads", "invert",
-    "pinv", "project", "reconstruct", "rsvd", "set_gpu_precision", "set_num_threads", "show_config", "spaces", "svd",
-    "svdvals", "__version__",
+    "BoxSolution", "Chain", "Inversion", "LayerAnalysis", "LinAlgError", "Projection", "RangeWarning",
+    "Reconstruction", "Report", "SVDResult", "Solution", "Spaces", "analyze", "conv_spectrum",
+    "cuda_available", "get_gpu_precision", "get_num_threads", "invert", "jacobian_spaces", "pinv", "project",
+    "reconstruct", "rsvd", "set_gpu_precision", "set_num_threads", "show_config", "spaces", "svd", "svdvals",
+    "__version__",
 ]
 
 # Submodules that need optional extras (matplotlib; torch and pooch for the paper's MNIST

@@ -492,5 +492,5 @@ def householder_qr(y):
 
 __all__ = ["asarray", "block_corange", "block_exponent", "block_largest", "block_range", "chain", "cholesky_factor",
            "complement", "concat", "contiguous", "dtype_of", "householder_qr", "pinv", "project", "rank", "rsvd",
-           "sketch", "solve_factor", "spectrum", "svd", "svdvals", "to_host", "transpose", "cuda_available", "set_gpu_precision",
-           "get_gpu_precision", "IMPORT_ERROR"]
+           "sketch", "solve_factor", "spectrum", "svd", "svdvals", "to_host", "transpose", "cuda_available",
+           "set_gpu_precision", "get_gpu_precision", "IMPORT_ERROR"]
