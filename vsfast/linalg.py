@@ -420,6 +420,17 @@ def spaces(W: Any, *, k: int | None = None, rtol: float | None = None, atol: flo
     return _nested(each, lead)
 
 
+def _spaces_of_factors(U: Any, S: Any, Vh: Any, shape: tuple[int, int], method: str, rtol: float | None,
+                       atol: float | None) -> list[Spaces]:
+    """Spaces of a batch of top-k SVD factors computed elsewhere (U (B, m, k), S (B, k),
+    Vh (B, k, n): a matrix-free decomposition), ranked by the rank rule of :func:`spaces`."""
+    backend = _backends.select(U=U)
+    (u, wrap), (s, _), (vh, _) = (backend.asarray(a, name) for a, name in ((U, "U"), (S, "S"), (Vh, "Vh")))
+    s_host = backend.to_host(s)
+    ranks = backend.rank(s_host, *shape, rtol, atol)
+    return [Spaces(u[i], s[i], vh[i], ranks[i], shape, method, wrap, backend, s_host[i]) for i in range(len(s_host))]
+
+
 def _nested(items: list, lead: tuple[int, ...]) -> list:
     """A flat list of per-matrix results as nested lists following the stack's leading axes."""
     if len(lead) == 1:

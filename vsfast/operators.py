@@ -24,9 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from . import _backends
 from ._arrays import check_int, check_tolerance
-from .linalg import Spaces, _choose_method, spaces, svdvals
+from .linalg import _choose_method, _spaces_of_factors, spaces, svdvals
 
 __all__ = ["conv_spectrum", "jacobian_spaces"]
 
@@ -216,12 +215,7 @@ def jacobian_spaces(fn: Any, x: Any, *, k: int | None = None, method: str = "aut
     check_int(oversample, "oversample", low=0)
     check_int(power_iters, "power_iters", low=0, high=100)
     u, s, vh = _randomized_jacobian_svd(one, x.detach(), tuple(out.shape), k, oversample, power_iters, seed)
-    backend = _backends.select(x=x)
-    (u, wrap), (s, _), (vh, _) = (backend.asarray(t.contiguous(), name) for t, name in ((u, "U"), (s, "S"), (vh, "Vh")))
-    s_host = backend.to_host(s)
-    ranks = backend.rank(s_host, m, n, rtol, atol)
-    return [Spaces(u[i], s[i], vh[i], ranks[i], (m, n), "randomized", wrap, backend, s_host[i])
-            for i in range(x.shape[0])]
+    return _spaces_of_factors(u.contiguous(), s.contiguous(), vh.contiguous(), (m, n), "randomized", rtol, atol)
 
 
 def _describe(x: Any) -> str:
