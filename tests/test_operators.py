@@ -29,42 +29,48 @@ def tolerance(s: np.ndarray, size: int) -> float:
     return 10 * size * np.finfo(np.float64).eps * s[0]
 
 
-def make(c_in, c_out, k, *, groups=1, dilation=1, padding=None, mode="circular", seed=0):
+def make(c_in, c_out, k, *, groups=1, dilation=1, stride=1, padding=None, mode="circular", seed=0):
     torch.manual_seed(seed)
     pad = dilation * (k - 1) // 2 if padding is None else padding
     return torch.nn.Conv2d(c_in, c_out, k, padding=pad, padding_mode=mode, groups=groups, dilation=dilation,
-                           bias=False).double()
+                           stride=stride, bias=False).double()
 
 
-CIRCULAR = [  # (c_in, c_out, k, groups, dilation, (H, W))
-    (2, 3, 3, 1, 1, (5, 5)),
-    (4, 2, 3, 1, 1, (6, 7)),  # even and odd widths: the rfft's self-conjugate columns
-    (4, 4, 3, 2, 1, (6, 6)),  # grouped
-    (3, 3, 3, 1, 2, (7, 8)),  # dilated
-    (3, 5, 1, 1, 1, (4, 4)),  # 1 x 1
-    (2, 2, 5, 1, 1, (3, 4)),  # a kernel wider than the image: its taps wrap and add
+CIRCULAR = [  # (c_in, c_out, k, groups, dilation, stride, (H, W))
+    (2, 3, 3, 1, 1, 1, (5, 5)),
+    (4, 2, 3, 1, 1, 1, (6, 7)),  # even and odd widths: the self-conjugate frequency columns
+    (4, 4, 3, 2, 1, 1, (6, 6)),  # grouped
+    (3, 3, 3, 1, 2, 1, (7, 8)),  # dilated
+    (3, 5, 1, 1, 1, 1, (4, 4)),  # 1 x 1
+    (2, 2, 5, 1, 1, 1, (3, 4)),  # a kernel wider than the image: its taps wrap and add
+    (3, 8, 3, 1, 1, 2, (6, 8)),  # strided: a c_out x c_in s^2 block at each output frequency
+    (1, 4, 7, 1, 1, 2, (8, 8)),  # ResNet18's first convolution's form: 7 x 7, stride 2, one channel
+    (4, 6, 3, 2, 1, (2, 1), (6, 5)),  # grouped, a stride per axis
+    (4, 4, 1, 1, 1, 2, (4, 6)),  # a 1 x 1 downsampling
 ]
 
 
-@pytest.mark.parametrize("c_in, c_out, k, groups, dilation, size", CIRCULAR)
-def test_circular_spectrum_is_the_dense_operators(c_in, c_out, k, groups, dilation, size):
-    conv = make(c_in, c_out, k, groups=groups, dilation=dilation)
+@pytest.mark.parametrize("c_in, c_out, k, groups, dilation, stride, size", CIRCULAR)
+def test_circular_spectrum_is_the_dense_operators(c_in, c_out, k, groups, dilation, stride, size):
+    conv = make(c_in, c_out, k, groups=groups, dilation=dilation, stride=stride)
     s, ref = conv_spectrum(conv, size), reference(conv, size)
     assert s.dtype == np.float64 and s.shape == ref.shape and np.all(np.diff(s) <= 0)
     np.testing.assert_allclose(s, ref, rtol=0, atol=tolerance(ref, ref.size))
 
 
-def test_a_weight_with_its_groups_and_dilation_is_the_module():
-    conv = make(4, 6, 3, groups=2, dilation=2)
-    np.testing.assert_array_equal(conv_spectrum(conv.weight, 9, groups=2, dilation=2), conv_spectrum(conv, (9, 9)))
-    np.testing.assert_array_equal(conv_spectrum(conv.weight.detach().numpy(), 9, groups=2, dilation=2),
-                                  conv_spectrum(conv, 9))
+def test_a_weight_with_its_groups_dilation_and_stride_is_the_module():
+    conv = make(4, 6, 3, groups=2, dilation=2, stride=3)
+    expected = conv_spectrum(conv, (9, 9))
+    np.testing.assert_array_equal(conv_spectrum(conv.weight, 9, groups=2, dilation=2, stride=3), expected)
+    np.testing.assert_array_equal(conv_spectrum(conv.weight.detach().numpy(), 9, groups=2, dilation=2, stride=3),
+                                  expected)
 
 
-@pytest.mark.parametrize("k, padding, dilation, size", [(3, 1, 1, (5, 6)), (3, 0, 1, (6, 5)), (3, 2, 2, (5, 5)),
-                                                          (5, 2, 1, (4, 4))])
-def test_zero_padded_spectrum_is_the_dense_operators(k, padding, dilation, size):
-    conv = make(3, 4, k, padding=padding, dilation=dilation, mode="zeros")
+@pytest.mark.parametrize("k, padding, dilation, stride, size", [(3, 1, 1, 1, (5, 6)), (3, 0, 1, 1, (6, 5)),
+                                                                  (3, 2, 2, 1, (5, 5)), (5, 2, 1, 1, (4, 4)),
+                                                                  (3, 1, 1, 2, (7, 6)), (7, 3, 1, 2, (8, 8))])
+def test_zero_padded_spectrum_is_the_dense_operators(k, padding, dilation, stride, size):
+    conv = make(3, 4, k, padding=padding, dilation=dilation, stride=stride, mode="zeros")
     s, ref = conv_spectrum(conv, size, padding="zeros"), reference(conv, size)
     np.testing.assert_allclose(s, ref, rtol=0, atol=tolerance(ref, ref.size))
 
@@ -87,8 +93,10 @@ def test_circular_and_zero_padded_spectra_differ_by_the_border():
 
 
 def test_bad_input():
-    with pytest.raises(ValueError, match="stride 1"):
-        conv_spectrum(torch.nn.Conv2d(2, 2, 3, stride=2), 8)
+    with pytest.raises(ValueError, match=r"stride \(2, 2\) to divide the size \(7, 7\)"):
+        conv_spectrum(torch.nn.Conv2d(2, 2, 3, stride=2), 7)
+    with pytest.raises(ValueError, match="forward convolution"):
+        conv_spectrum(torch.nn.ConvTranspose2d(2, 2, 3), 8)
     with pytest.raises(ValueError, match="padding: expected one of"):
         conv_spectrum(make(2, 2, 3), 8, padding="reflect")
     with pytest.raises(ValueError, match="finite"):
@@ -99,6 +107,8 @@ def test_bad_input():
         conv_spectrum(np.ones((3, 3)), 8)
     with pytest.raises(ValueError, match="input_size: expected an integer >= 1"):
         conv_spectrum(np.ones((2, 2, 3, 3)), 0)
+    with pytest.raises(ValueError, match="stride: expected an integer >= 1"):
+        conv_spectrum(np.ones((2, 2, 3, 3)), 8, stride=0)
     with pytest.raises(ValueError, match="taken from the module"):
         conv_spectrum(make(2, 2, 3), 8, groups=1)
     side = int(np.sqrt(DENSE_LIMIT) / 8) + 1  # 64 channels on side x side exceed the limit

@@ -12,7 +12,10 @@ frequencies (u, v), of those of the c_out x c_in matrices
 
     P(u, v) = sum_{p, q} K[:, :, p, q] exp(-2 pi i (u p d_h / H + v q d_w / W))
 
-(d the dilation). A grouped convolution is the union over its groups. With zero padding the map
+(d the dilation). With stride s, which keeps every s-th output, the output frequency (u', v')
+collects the s_h s_w input frequencies that alias to it: the c_out x (c_in s_h s_w) matrix
+[P(u' + a H / s_h, v' + b W / s_w)]_{a, b} / sqrt(s_h s_w), over the (H / s_h) x (W / s_w)
+output frequencies. A grouped convolution is the union over its groups. With zero padding the map
 is not circulant; its exact singular values come from the dense operator, for inputs small
 enough to hold it (``padding="zeros"``).
 """
@@ -36,19 +39,22 @@ JACOBIAN_LIMIT = 1 << 22  # entries of one input's Jacobian formed whole by meth
 
 def conv_spectrum(weight_or_conv: Any, input_size: int | tuple[int, int], *, padding: str = "circular",
                   pad: int | tuple[int, int] | None = None, groups: int | None = None,
-                  dilation: int | tuple[int, int] | None = None) -> np.ndarray:
+                  dilation: int | tuple[int, int] | None = None,
+                  stride: int | tuple[int, int] | None = None) -> np.ndarray:
     """The singular values of a 2-D convolution as a linear map on ``input_size`` images, in
     float64, descending.
 
-    ``weight_or_conv``: a ``torch.nn.Conv2d`` (its weight, groups, dilation and padding; stride 1
-    only), or its weight as an array or tensor of shape (c_out, c_in / groups, kh, kw) with
-    ``groups`` and ``dilation`` given here (default 1). ``input_size``: H or (H, W).
+    ``weight_or_conv``: a ``torch.nn.Conv2d`` (its weight, groups, dilation, stride and padding),
+    or its weight as an array or tensor of shape (c_out, c_in / groups, kh, kw) with ``groups``,
+    ``dilation`` and ``stride`` given here (default 1). ``input_size``: H or (H, W).
 
     ``padding="circular"`` (default): exact for circular padding, by the FFT of the kernels and a
-    batched SVD of the H x (W // 2 + 1) frequency matrices in the core (the other frequencies are
-    their complex conjugates, with the same singular values): min(c_out, c_in) * H * W values
-    (per group min(c_out, c_in) / groups), as many as the operator has. The padding amount only
-    shifts the output circularly, which leaves the singular values alone.
+    batched SVD of the (H / s_h) x (W / s_w // 2 + 1) frequency matrices in the core (the other
+    frequencies are their complex conjugates, with the same singular values); the stride must
+    divide the input size. As many values as the operator has: per group, min(c_out, c_in s_h
+    s_w) / groups at each output frequency. The padding amount and which of the s outputs the
+    stride keeps only shift the output circularly or change phases, which leaves the singular
+    values alone.
 
     ``padding="zeros"``: exact for zero padding of ``pad`` pixels a side (default: the module's,
     or for a weight "same", dilation * (k - 1) // 2), from the dense operator's SVD; refused when
@@ -58,13 +64,13 @@ def conv_spectrum(weight_or_conv: Any, input_size: int | tuple[int, int], *, pad
     """
     if padding not in PADDINGS:
         raise ValueError(f"padding: expected one of {PADDINGS}, got {padding!r}")
-    kernel, groups, dilation, module_pad = _conv_parts(weight_or_conv, groups, dilation)
+    kernel, groups, dilation, stride, module_pad = _conv_parts(weight_or_conv, groups, dilation, stride)
     size = _pair(input_size, "input_size", low=1)
     if padding == "circular":
-        return _circular_spectrum(kernel, groups, dilation, size)
+        return _circular_spectrum(kernel, groups, dilation, stride, size)
     pad = module_pad if pad is None and module_pad is not None else pad
     pad = tuple(d * (k - 1) // 2 for d, k in zip(dilation, kernel.shape[2:])) if pad is None else _pair(pad, "pad")
-    return _zero_padded_spectrum(kernel, groups, dilation, size, pad)
+    return np.asarray(svdvals(conv_operator(kernel, groups, dilation, stride, size, pad)))
 
 
 def _pair(value: Any, name: str, low: int = 0) -> tuple[int, int]:
@@ -75,19 +81,18 @@ def _pair(value: Any, name: str, low: int = 0) -> tuple[int, int]:
     return int(pair[0]), int(pair[1])
 
 
-def _conv_parts(source: Any, groups: int | None, dilation: Any) -> tuple[np.ndarray, int, tuple[int, int], Any]:
-    """(kernel (c_out, c_in / groups, kh, kw) in float64, groups, dilation, the module's zero
-    padding or None) of a Conv2d or a weight."""
+def _conv_parts(source: Any, groups: int | None, dilation: Any, stride: Any) -> tuple:
+    """(kernel (c_out, c_in / groups, kh, kw) in float64, groups, dilation, stride, the module's
+    zero padding or None) of a Conv2d or a weight."""
     module_pad = None
     if hasattr(source, "weight") and hasattr(source, "kernel_size"):
         if len(source.kernel_size) != 2:
             raise ValueError(f"weight_or_conv: expected a 2-D convolution, got {type(source).__name__}")
-        if tuple(source.stride) != (1, 1) or getattr(source, "transposed", False):
-            raise ValueError("weight_or_conv: the per-frequency spectrum needs stride 1 and a forward convolution, got "
-                             f"stride {tuple(source.stride)}")
-        if groups is not None or dilation is not None:
-            raise ValueError("groups, dilation: taken from the module; give them only with a weight")
-        groups, dilation = source.groups, tuple(source.dilation)
+        if getattr(source, "transposed", False):
+            raise ValueError(f"weight_or_conv: expected a forward convolution, got {type(source).__name__}")
+        if groups is not None or dilation is not None or stride is not None:
+            raise ValueError("groups, dilation, stride: taken from the module; give them only with a weight")
+        groups, dilation, stride = source.groups, tuple(source.dilation), tuple(source.stride)
         module_pad = (0, 0) if source.padding == "valid" else None if source.padding == "same" else source.padding
         source = source.weight
     if hasattr(source, "detach"):
@@ -100,7 +105,8 @@ def _conv_parts(source: Any, groups: int | None, dilation: Any) -> tuple[np.ndar
     groups = 1 if groups is None else groups
     if not isinstance(groups, (int, np.integer)) or groups < 1 or kernel.shape[0] % groups:
         raise ValueError(f"groups: expected a positive divisor of c_out = {kernel.shape[0]}, got {groups!r}")
-    return kernel, int(groups), _pair(1 if dilation is None else dilation, "dilation", low=1), module_pad
+    return (kernel, int(groups), _pair(1 if dilation is None else dilation, "dilation", low=1),
+            _pair(1 if stride is None else stride, "stride", low=1), module_pad)
 
 
 def _group_kernels(kernel: np.ndarray, groups: int) -> list[np.ndarray]:
@@ -108,15 +114,18 @@ def _group_kernels(kernel: np.ndarray, groups: int) -> list[np.ndarray]:
     return [kernel[g * per:(g + 1) * per] for g in range(groups)]
 
 
-def _circular_spectrum(kernel: np.ndarray, groups: int, dilation: tuple[int, int],
+def _circular_spectrum(kernel: np.ndarray, groups: int, dilation: tuple[int, int], stride: tuple[int, int],
                        size: tuple[int, int]) -> np.ndarray:
-    h, w = size
+    (h, w), (sh, sw) = size, stride
+    if h % sh or w % sw:
+        raise ValueError(f"input_size: the circular spectrum needs the stride {stride} to divide the size {size}")
     c_out, c_in, kh, kw = kernel.shape
-    half = w // 2 + 1
-    # each frequency column v stands for itself and its conjugate w - v, except v = 0 and w / 2
+    out_h, out_w = h // sh, w // sw
+    half = out_w // 2 + 1
+    # each output frequency column v stands for itself and its conjugate out_w - v, but 0 and out_w / 2
     twice = np.ones(half, dtype=bool)
     twice[0] = False
-    if w % 2 == 0:
+    if out_w % 2 == 0:
         twice[-1] = False
     values = []
     for part in _group_kernels(kernel, groups):
@@ -124,23 +133,25 @@ def _circular_spectrum(kernel: np.ndarray, groups: int, dilation: tuple[int, int
         for p in range(kh):
             for q in range(kw):  # taps that wrap past the image add up, as the circular map does
                 taps[:, :, (p * dilation[0]) % h, (q * dilation[1]) % w] += part[:, :, p, q]
-        freq = np.fft.rfft2(taps, axes=(2, 3)).transpose(2, 3, 0, 1)  # (h, half, c_out_g, c_in)
+        # input frequency (a out_h + u, b out_w + v) aliases to the output frequency (u, v)
+        freq = np.fft.fft2(taps, axes=(2, 3)).reshape(part.shape[0], c_in, sh, out_h, sw, out_w)[..., :half]
+        freq = freq.transpose(3, 5, 0, 1, 2, 4).reshape(out_h, half, part.shape[0], c_in * sh * sw) / np.sqrt(sh * sw)
         # P = A + iB has the singular values of [[A, -B], [B, A]], each twice
         real = np.block([[freq.real, -freq.imag], [freq.imag, freq.real]])
-        s = np.asarray(svdvals(real))[..., ::2]  # (h, half, min(c_out_g, c_in)): the core's batched SVD
+        s = np.asarray(svdvals(real))[..., ::2]  # (out_h, half, min(...)): the core's batched SVD
         values += [s.reshape(-1), s[:, twice].reshape(-1)]
     return np.sort(np.concatenate(values))[::-1]
 
 
-def conv_operator(kernel: np.ndarray, groups: int, dilation: tuple[int, int], size: tuple[int, int],
-                  pad: tuple[int, int]) -> np.ndarray:
+def conv_operator(kernel: np.ndarray, groups: int, dilation: tuple[int, int], stride: tuple[int, int],
+                  size: tuple[int, int], pad: tuple[int, int]) -> np.ndarray:
     """The dense matrix of a zero-padded convolution (cross-correlation, as torch computes it)
     on (c_in, H, W) inputs, rows the (c_out, H', W') outputs, both flattened in C order."""
     h, w = size
     c_out, c_in_g, kh, kw = kernel.shape
     per = c_out // groups
-    out_h = h + 2 * pad[0] - dilation[0] * (kh - 1)
-    out_w = w + 2 * pad[1] - dilation[1] * (kw - 1)
+    out_h = (h + 2 * pad[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    out_w = (w + 2 * pad[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
     if out_h < 1 or out_w < 1:
         raise ValueError(f"input_size: {size} is smaller than the kernel's reach with pad {pad}")
     entries = c_out * out_h * out_w * c_in_g * groups * h * w
@@ -150,10 +161,10 @@ def conv_operator(kernel: np.ndarray, groups: int, dilation: tuple[int, int], si
     op = np.zeros((c_out, out_h, out_w, c_in_g * groups, h, w))
     oy, ox = np.arange(out_h), np.arange(out_w)
     for p in range(kh):
-        iy = oy + p * dilation[0] - pad[0]
+        iy = oy * stride[0] + p * dilation[0] - pad[0]
         rows = (iy >= 0) & (iy < h)
         for q in range(kw):
-            ix = ox + q * dilation[1] - pad[1]
+            ix = ox * stride[1] + q * dilation[1] - pad[1]
             cols = (ix >= 0) & (ix < w)
             for o in range(c_out):
                 g = o // per
@@ -161,10 +172,6 @@ def conv_operator(kernel: np.ndarray, groups: int, dilation: tuple[int, int], si
                     op[o, oy[rows][:, None], ox[cols][None, :], g * c_in_g + c, iy[rows][:, None],
                        ix[cols][None, :]] = kernel[o, c, p, q]
     return op.reshape(c_out * out_h * out_w, -1)
-
-
-def _zero_padded_spectrum(kernel, groups, dilation, size, pad) -> np.ndarray:
-    return np.asarray(svdvals(conv_operator(kernel, groups, dilation, size, pad)))
 
 
 # --- Jacobians ----------------------------------------------------------------------------------
