@@ -1,0 +1,34 @@
+"""The experiment scripts of docs/experiments.md, at their reduced size: they run, write their
+section and figure where told, and what they report holds."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("matplotlib")
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+
+
+def run(script: str, docs: Path) -> str:
+    done = subprocess.run([sys.executable, str(EXPERIMENTS / script), "--quick", "--docs", str(docs)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_conv_operator(tmp_path):
+    out = run("conv_operator.py", tmp_path)
+    written = (tmp_path / "experiments.md").read_text()
+    assert "<!-- conv_operator.py begin -->" in written and "`layer4.1.conv2`" in written
+    assert (tmp_path / "figures" / "conv_operator.png").stat().st_size > 10_000
+    # the norm bound holds in every layer, and on a 1 x 1 feature map a 3 x 3 kernel's centre is
+    # all the operator reads (1 tap in 9)
+    assert "within it in every layer: True" in out
+    row = next(line for line in written.splitlines() if line.startswith("| `layer4.1.conv2`"))
+    assert "| 1×1 | 11% |" in row
