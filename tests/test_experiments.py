@@ -3,6 +3,7 @@ section and figure where told, and what they report holds."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -32,3 +33,18 @@ def test_conv_operator(tmp_path):
     assert "within it in every layer: True" in out
     row = next(line for line in written.splitlines() if line.startswith("| `layer4.1.conv2`"))
     assert "| 1×1 | 11% |" in row
+
+
+@pytest.mark.skipif(not os.environ.get("VSFAST_DATA") or not Path(os.environ["VSFAST_DATA"]).is_dir(),
+                    reason="needs MNIST in VSFAST_DATA (the test command sets it)")
+def test_residual_blocks(tmp_path):
+    run("residual_blocks.py", tmp_path)
+    written = (tmp_path / "experiments.md").read_text()
+    assert (tmp_path / "figures" / "residual_blocks.png").stat().st_size > 10_000
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in written.splitlines() if line.startswith("| `layer")}
+    assert set(rows) == {"`layer3.1`", "`layer4.0`", "`layer4.1`"}
+    # an identity skip path: the block's Jacobian D (I + J_F) keeps more than its branch J_F alone
+    for block in ("`layer3.1`", "`layer4.1`"):
+        rank_block, rank_branch = (float(rows[block][i].split()[0]) for i in (2, 3))
+        assert rank_block > rank_branch
