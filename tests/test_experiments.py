@@ -48,3 +48,12 @@ def test_residual_blocks(tmp_path):
     for block in ("`layer3.1`", "`layer4.1`"):
         rank_block, rank_branch = (float(rows[block][i].split()[0]) for i in (2, 3))
         assert rank_block > rank_branch
+
+
+def test_stability(tmp_path):
+    run("stability.py", tmp_path)
+    written = (tmp_path / "experiments.md").read_text()
+    assert (tmp_path / "figures" / "stability.png").stat().st_size > 10_000
+    rows = [line for line in written.splitlines() if line.startswith("| 1e+")]
+    assert len(rows) == 6  # 3 condition numbers, 2 kinds of layer
+    assert all(row.rstrip(" |").endswith("yes") for row in rows), "every angle within Wedin's bound"
