@@ -14,6 +14,8 @@ pytest.importorskip("torch")
 pytest.importorskip("matplotlib")
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+needs_mnist = pytest.mark.skipif(not os.environ.get("VSFAST_DATA") or not Path(os.environ["VSFAST_DATA"]).is_dir(),
+                                 reason="needs MNIST in VSFAST_DATA (the test command sets it)")
 
 
 def run(script: str, docs: Path) -> str:
@@ -35,8 +37,7 @@ def test_conv_operator(tmp_path):
     assert "| 1×1 | 11% |" in row
 
 
-@pytest.mark.skipif(not os.environ.get("VSFAST_DATA") or not Path(os.environ["VSFAST_DATA"]).is_dir(),
-                    reason="needs MNIST in VSFAST_DATA (the test command sets it)")
+@needs_mnist
 def test_residual_blocks(tmp_path):
     run("residual_blocks.py", tmp_path)
     written = (tmp_path / "experiments.md").read_text()
@@ -57,3 +58,14 @@ def test_stability(tmp_path):
     rows = [line for line in written.splitlines() if line.startswith("| 1e+")]
     assert len(rows) == 6  # 3 condition numbers, 2 kinds of layer
     assert all(row.rstrip(" |").endswith("yes") for row in rows), "every angle within Wedin's bound"
+
+
+@needs_mnist
+def test_feature_importance(tmp_path):
+    run("feature_importance.py", tmp_path)
+    written = (tmp_path / "experiments.md").read_text()
+    assert (tmp_path / "figures" / "feature_importance.png").stat().st_size > 10_000
+    area = {row.split("|")[2].strip(): float(row.split("|")[-2]) for row in written.splitlines()
+            if row.startswith("| fcnn5 |")}
+    # both attributions beat random removal by far
+    assert max(area["signal attribution"], area["gradient × input"]) < area["random"] / 2

@@ -14,6 +14,7 @@ from typing import Any
 
 from ._version import __version__
 from .analysis import LayerAnalysis, Report, analyze
+from .attribution import signal_attribution
 from .config import get_num_threads, set_num_threads, show_config
 from .inverse import Inversion, invert
 from .linalg import (
@@ -44,8 +45,8 @@ __all__ = [
     "BoxSolution", "Chain", "Inversion", "LayerAnalysis", "LinAlgError", "Projection", "RangeWarning",
     "Reconstruction", "Report", "SVDResult", "Solution", "Spaces", "analyze", "conv_spectrum",
     "cuda_available", "get_gpu_precision", "get_num_threads", "invert", "jacobian_spaces", "pinv", "project",
-    "reconstruct", "rsvd", "set_gpu_precision", "set_num_threads", "show_config", "spaces", "svd", "svdvals",
-    "__version__",
+    "reconstruct", "rsvd", "set_gpu_precision", "set_num_threads", "show_config", "signal_attribution", "spaces",
+    "svd", "svdvals", "__version__",
 ]
 
 # Submodules that need optional extras (matplotlib; torch and pooch for the paper's MNIST
