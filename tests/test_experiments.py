@@ -69,3 +69,15 @@ def test_feature_importance(tmp_path):
             if row.startswith("| fcnn5 |")}
     # both attributions beat random removal by far
     assert max(area["signal attribution"], area["gradient × input"]) < area["random"] / 2
+
+
+@needs_mnist
+def test_activations(tmp_path):
+    run("activations.py", tmp_path)
+    written = (tmp_path / "experiments.md").read_text()
+    assert (tmp_path / "figures" / "activations.png").stat().st_size > 10_000
+    rows = {row.split("|")[1].strip(): [c.strip() for c in row.split("|")[2:-1]] for row in written.splitlines()
+            if row.startswith(("| SELU", "| leaky", "| tanh", "| ReLU"))}
+    for name in ("SELU", "leaky ReLU", "tanh"):  # every target reached through the chain, inside the box
+        assert rows[name][2] == "pinv" and rows[name][3] == "100%" and float(rows[name][4]) <= 1e-4
+    assert rows["ReLU"][2] == "optimize"
