@@ -139,20 +139,6 @@ py::object svdvals_py(const py::array& a) {
   });
 }
 
-vsfast::RsvdMethod rsvd_method(const std::string& name) {
-  if (name == "subspace") return vsfast::RsvdMethod::subspace;
-  if (name == "krylov") return vsfast::RsvdMethod::krylov;
-  throw std::invalid_argument("method: expected 'subspace' or 'krylov', got '" + name + "'");
-}
-
-vsfast::RsvdPrecision rsvd_precision(const std::string& name) {
-  if (name == "full") return vsfast::RsvdPrecision::full;
-  if (name == "auto") return vsfast::RsvdPrecision::automatic;
-  if (name == "bfloat16") return vsfast::RsvdPrecision::bfloat16;
-  throw std::invalid_argument("precision: expected 'full', 'auto' or 'bfloat16', got '" + name + "'");
-}
-
-// oversample and power_iters are unsigned: pybind11 refuses a negative one before it gets here.
 py::object svdvals_gram_py(const py::array& a) {
   const MatrixShape s = matrix_shape(a, "A", true);
   if (!has_dtype<float>(a))
@@ -167,6 +153,20 @@ py::object svdvals_gram_py(const py::array& a) {
   return std::move(sv);
 }
 
+vsfast::RsvdMethod rsvd_method(const std::string& name) {
+  if (name == "subspace") return vsfast::RsvdMethod::subspace;
+  if (name == "krylov") return vsfast::RsvdMethod::krylov;
+  throw std::invalid_argument("method: expected 'subspace' or 'krylov', got '" + name + "'");
+}
+
+vsfast::RsvdPrecision rsvd_precision(const std::string& name) {
+  if (name == "full") return vsfast::RsvdPrecision::full;
+  if (name == "auto") return vsfast::RsvdPrecision::automatic;
+  if (name == "bfloat16") return vsfast::RsvdPrecision::bfloat16;
+  throw std::invalid_argument("precision: expected 'full', 'auto' or 'bfloat16', got '" + name + "'");
+}
+
+// oversample and power_iters are unsigned: pybind11 refuses a negative one before it gets here.
 py::object rsvd_py(const py::array& a, std::size_t k, std::size_t oversample, std::size_t power_iters,
                    std::uint64_t seed, const std::string& method, const std::string& precision, double tol) {
   const MatrixShape s = matrix_shape(a, "A", true);

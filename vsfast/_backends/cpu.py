@@ -5,9 +5,8 @@ Primitives (the GPU backend has the same names and signatures):
 - ``asarray(x, name, dtype=None, like=None) -> (a, wrap)``: ``x`` as a C-contiguous float32/float64
   array of this backend, and the function that turns results back into ``x``'s kind;
 - ``rsvd``, ``svd``, ``svdvals``, ``spectrum`` (singular values for metrics), ``pinv``: on one
-  matrix or a 3-D batch; ``RSVD_METHOD``, the
-  method ``rsvd(method="auto")`` runs (the GPU refuses the CPU-only methods and options of
-  ``rsvd`` with a TypeError saying so);
+  matrix or a 3-D batch; ``RSVD_METHOD``, the method ``rsvd(method="auto")`` runs (the GPU
+  refuses the CPU-only methods and options of ``rsvd`` with a TypeError saying so);
 - ``rank`` of host singular values, ``complement`` of orthonormal rows, ``project`` of rows;
 - ``to_host``, ``concat``, ``contiguous``, ``transpose``, ``dtype_of``: moving, assembling and
   describing this backend's arrays;
