@@ -22,7 +22,6 @@ activations.py section of docs/experiments.md and docs/figures/activations.png; 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -31,13 +30,11 @@ import numpy as np
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from common import markdown_table, run_header, write_section  # noqa: E402
+from publish import add_options, markdown_table, publish  # beside this script
 
-import vsfast  # noqa: E402
-from vsfast.mnist import load  # noqa: E402
+import vsfast
+from vsfast.mnist import load
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
 WIDTHS = (784, 512, 256, 128, 64, 10)
 ACTIVATIONS = {"SELU": nn.SELU, "leaky ReLU": lambda: nn.LeakyReLU(0.01), "tanh": nn.Tanh, "ReLU": nn.ReLU}
 TOL = 1e-4
@@ -132,9 +129,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--targets", type=int, default=200)
-    parser.add_argument("--quick", action="store_true", help="one epoch on 2,000 training digits, 50 targets")
-    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
-    parser.add_argument("--docs", type=Path, default=DOCS, help="where experiments.md and figures/ are")
+    add_options(parser, "one epoch on 2,000 training digits, 50 targets")
     args = parser.parse_args()
     (xi, yi), (ti, tl) = load("train"), load("test")
     limit, epochs, count = (2000, 1, 50) if args.quick else (len(xi), args.epochs, args.targets)
@@ -146,14 +141,7 @@ def main() -> None:
         seconds = train(model, *train_set, epochs)
         results[name] = {"accuracy": accuracy(model, *test), "train_seconds": seconds,
                          "inv": inversions(model, name, test, train_set, count)}
-    command = " ".join(["experiments/activations.py", *sys.argv[1:]])
-    text = f"{run_header(command)}\n\n{table(results, epochs, count)}"
-    print(text)
-    if not args.no_write:
-        write_section(args.docs / "experiments.md", "activations.py", text)
-        (args.docs / "figures").mkdir(exist_ok=True)
-        figure(results, args.docs / "figures" / "activations.png")
-        print(f"\nwrote the activations.py section of {args.docs / 'experiments.md'} and its figure")
+    publish(args, "activations.py", table(results, epochs, count), lambda path: figure(results, path))
 
 
 if __name__ == "__main__":

@@ -17,20 +17,17 @@ conv_operator.py sections of docs/experiments.md and docs/figures/conv_operator.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from common import markdown_table, run_header, write_section  # noqa: E402
+from publish import add_options, markdown_table, publish  # beside this script
 
-import vsfast  # noqa: E402
-from vsfast.mnist import models  # noqa: E402
-from vsfast.nn import conv_matrix  # noqa: E402
+import vsfast
+from vsfast.mnist import models
+from vsfast.nn import conv_matrix
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
 QUICK = ("conv1", "layer1.0.conv1", "layer4.1.conv2")
 FIGURE_LAYERS = ("conv1", "layer1.0.conv1", "layer3.0.conv1", "layer4.1.conv2")
 THRESHOLD = 10.0  # the paper's condition-number threshold
@@ -142,23 +139,14 @@ def figure(results: list[dict], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK)}")
-    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
-    parser.add_argument("--docs", type=Path, default=DOCS, help="where experiments.md and figures/ are")
+    add_options(parser, f"only {', '.join(QUICK)}")
     args = parser.parse_args()
     model = models.load("resnet18").eval()
     sizes = input_sizes(model)
     convs = [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
     results = [analyse(n, m, sizes[n]) for n, m in convs if not args.quick or n in QUICK]
     body = f"{table(results)}\n\n{summary(results)}"
-    command = " ".join(["experiments/conv_operator.py", *sys.argv[1:]])
-    text = f"{run_header(command)}\n\n{body}"
-    print(text)
-    if not args.no_write:
-        write_section(args.docs / "experiments.md", "conv_operator.py", text)
-        (args.docs / "figures").mkdir(exist_ok=True)
-        figure(results, args.docs / "figures" / "conv_operator.png")
-        print(f"\nwrote the conv_operator.py section of {args.docs / 'experiments.md'} and its figure")
+    publish(args, "conv_operator.py", body, lambda path: figure(results, path))
 
 
 if __name__ == "__main__":

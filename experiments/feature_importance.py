@@ -17,19 +17,16 @@ FCNN-5) is what the test suite runs. Needs the MNIST test set.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from common import markdown_table, run_header, write_section  # noqa: E402
+from publish import add_options, markdown_table, publish  # beside this script
 
-import vsfast  # noqa: E402
-from vsfast.mnist import load, models  # noqa: E402
+import vsfast
+from vsfast.mnist import load, models
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
 FRACTIONS = np.array([0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5])
 
 
@@ -104,9 +101,7 @@ def figure(results: list[dict], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--digits", type=int, default=1000)
-    parser.add_argument("--quick", action="store_true", help="200 digits, FCNN-5 only")
-    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
-    parser.add_argument("--docs", type=Path, default=DOCS, help="where experiments.md and figures/ are")
+    add_options(parser, "200 digits, FCNN-5 only")
     args = parser.parse_args()
     digits, names = (200, ("fcnn5",)) if args.quick else (args.digits, ("fcnn1", "fcnn5"))
     images, labels = load("test")
@@ -116,14 +111,7 @@ def main() -> None:
                        f"{np.max(r['rejected']):.2f})" for r in results)
     body = (f"{table(results, digits)}\n\nShare of a digit's ‖x‖² in the first layer's rejected space (median, "
             f"min–max): {shares}.")
-    command = " ".join(["experiments/feature_importance.py", *sys.argv[1:]])
-    text = f"{run_header(command)}\n\n{body}"
-    print(text)
-    if not args.no_write:
-        write_section(args.docs / "experiments.md", "feature_importance.py", text)
-        (args.docs / "figures").mkdir(exist_ok=True)
-        figure(results, args.docs / "figures" / "feature_importance.png")
-        print(f"\nwrote the feature_importance.py section of {args.docs / 'experiments.md'} and its figure")
+    publish(args, "feature_importance.py", body, lambda path: figure(results, path))
 
 
 if __name__ == "__main__":

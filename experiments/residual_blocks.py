@@ -27,19 +27,16 @@ set (``VSFAST_DATA`` or the loader's cache).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from common import markdown_table, run_header, write_section  # noqa: E402
+from publish import add_options, markdown_table, publish  # beside this script
 
-import vsfast  # noqa: E402
-from vsfast.mnist import load, models  # noqa: E402
+import vsfast
+from vsfast.mnist import load, models
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
 QUICK = ("layer3.1", "layer4.0", "layer4.1")
 
 
@@ -141,9 +138,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--digits", type=int, default=10, help="digits whose Jacobians are formed (default 10)")
     parser.add_argument("--energy-digits", type=int, default=100, help="digits for the paths' energies")
-    parser.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK)}, 2 digits")
-    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
-    parser.add_argument("--docs", type=Path, default=DOCS, help="where experiments.md and figures/ are")
+    add_options(parser, f"only {', '.join(QUICK)}, 2 digits")
     args = parser.parse_args()
     digits, energy_digits = (2, 10) if args.quick else (args.digits, args.energy_digits)
     model = models.load("resnet18").double().eval()
@@ -158,14 +153,7 @@ def main() -> None:
             results.append({"name": name, "downsample": block.downsample is not None,
                             "jac": jacobian_readings(block, h[:digits]), "energy": path_energies(block, h)})
     body = table(results, digits, energy_digits)
-    command = " ".join(["experiments/residual_blocks.py", *sys.argv[1:]])
-    text = f"{run_header(command)}\n\n{body}"
-    print(text)
-    if not args.no_write:
-        write_section(args.docs / "experiments.md", "residual_blocks.py", text)
-        (args.docs / "figures").mkdir(exist_ok=True)
-        figure(results, args.docs / "figures" / "residual_blocks.png")
-        print(f"\nwrote the residual_blocks.py section of {args.docs / 'experiments.md'} and its figure")
+    publish(args, "residual_blocks.py", body, lambda path: figure(results, path))
 
 
 if __name__ == "__main__":

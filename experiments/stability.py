@@ -18,17 +18,14 @@ Writes the stability.py section of docs/experiments.md and docs/figures/stabilit
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from common import markdown_table, run_header, write_section  # noqa: E402
+from publish import add_options, markdown_table, publish  # beside this script
 
-import vsfast  # noqa: E402
+import vsfast
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
 KAPPAS = (1.0, 10.0, 1e2, 1e4, 1e6, 1e8)
 NOISE = np.logspace(-10, -1, 10)  # ||E||_2, sigma_1 = 1
 UNRELIABLE = 0.1  # sin of the largest principal angle: about 6 degrees
@@ -131,20 +128,11 @@ def figure(results: dict, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="3 condition numbers, 2 draws")
-    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
-    parser.add_argument("--docs", type=Path, default=DOCS, help="where experiments.md and figures/ are")
+    add_options(parser, "3 condition numbers, 2 draws")
     args = parser.parse_args()
     kappas, draws = ((1.0, 1e2, 1e6), 2) if args.quick else (KAPPAS, 5)
     results = run(kappas, draws)
-    command = " ".join(["experiments/stability.py", *sys.argv[1:]])
-    text = f"{run_header(command)}\n\n{tables(results, draws)}"
-    print(text)
-    if not args.no_write:
-        write_section(args.docs / "experiments.md", "stability.py", text)
-        (args.docs / "figures").mkdir(exist_ok=True)
-        figure(results, args.docs / "figures" / "stability.png")
-        print(f"\nwrote the stability.py section of {args.docs / 'experiments.md'} and its figure")
+    publish(args, "stability.py", tables(results, draws), lambda path: figure(results, path))
 
 
 if __name__ == "__main__":
