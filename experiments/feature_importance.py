@@ -55,9 +55,8 @@ def area(curve: np.ndarray) -> float:
 
 def rejected_share(model, x: torch.Tensor) -> np.ndarray:
     first = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
-    basis = vsfast.spaces(first.weight.detach().double()).signal
     flat = x.flatten(1).double()
-    rest = flat - (flat @ basis) @ basis.T
+    rest = vsfast.project(flat, vsfast.spaces(first.weight.detach().double())).residual
     return ((rest**2).sum(1) / (flat**2).sum(1)).numpy()
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .linalg import spaces
+from .linalg import project, spaces
 
 __all__ = ["signal_attribution"]
 
@@ -57,9 +57,7 @@ def signal_attribution(model: Any, x: Any, target: Any = None, *, layer: Any = N
     if target.shape != (x.shape[0],) or target.min() < 0 or target.max() >= out.shape[1]:
         raise ValueError(f"target: expected one class in [0, {out.shape[1]}) per input, got {tuple(target.shape)}")
     (grad,) = torch.autograd.grad(out.gather(1, target[:, None].long()).sum(), inputs)
-    basis = spaces(first.weight.detach().double()).signal  # n x r, orthonormal columns
-    flat = x.detach().flatten(1).double()
-    kept = (flat @ basis) @ basis.T
+    kept = project(x.detach().flatten(1).double(), spaces(first.weight.detach().double())).signal
     return (kept * grad.flatten(1).double()).reshape(x.shape).to(x.dtype)
 
 
