@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,11 @@ ASAN = "libasan" in os.environ.get("LD_PRELOAD", "")
 measures_memory = pytest.mark.skipif(ASAN, reason="AddressSanitizer's quarantine makes resident sizes grow by design")
 
 EPS = {np.float32: np.finfo(np.float32).eps, np.float64: np.finfo(np.float64).eps}
+
+
+# Tests that read MNIST take it from VSFAST_DATA, which the test command sets from ../shared.
+needs_mnist = pytest.mark.skipif(not os.environ.get("VSFAST_DATA") or not Path(os.environ["VSFAST_DATA"]).is_dir(),
+                                 reason="needs MNIST in VSFAST_DATA (the test command sets it)")
 
 
 def random_orthonormal(rng: np.random.Generator, n: int, k: int) -> np.ndarray:

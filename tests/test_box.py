@@ -5,9 +5,6 @@ answer is the nearest, for a chain that it is a stationary point."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -19,9 +16,7 @@ from vsfast import Chain  # noqa: E402
 from vsfast._backends import gpu  # noqa: E402
 from vsfast.inverse import class_targets, invert, model_outputs  # noqa: E402
 from vsfast.nn import chain_layers  # noqa: E402
-
-needs_mnist = pytest.mark.skipif(not os.environ.get("VSFAST_DATA") or not Path(os.environ["VSFAST_DATA"]).is_dir(),
-                                 reason="needs MNIST in VSFAST_DATA (the test command sets it)")
+from conftest import needs_mnist  # noqa: E402
 
 
 def chain_model(widths, activation=nn.SELU, seed=0) -> nn.Sequential:

@@ -3,19 +3,18 @@ section and figure where told, and what they report holds."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import needs_mnist
+
 pytest.importorskip("torch")
 pytest.importorskip("matplotlib")
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
-needs_mnist = pytest.mark.skipif(not os.environ.get("VSFAST_DATA") or not Path(os.environ["VSFAST_DATA"]).is_dir(),
-                                 reason="needs MNIST in VSFAST_DATA (the test command sets it)")
 
 
 def run(script: str, docs: Path) -> str:

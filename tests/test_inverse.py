@@ -3,10 +3,8 @@ the range repair, gradient search for other models, and the target helpers."""
 
 from __future__ import annotations
 
-import os
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,9 +14,7 @@ from torch import nn  # noqa: E402
 
 import vsfast  # noqa: E402
 from vsfast.inverse import class_targets, invert, onehot_targets  # noqa: E402
-
-needs_mnist = pytest.mark.skipif(not os.environ.get("VSFAST_DATA") or not Path(os.environ["VSFAST_DATA"]).is_dir(),
-                                 reason="needs MNIST in VSFAST_DATA (the test command sets it)")
+from conftest import needs_mnist  # noqa: E402
 
 
 def relative(a, b) -> np.ndarray:

@@ -22,9 +22,7 @@ import vsfast  # noqa: E402
 from vsfast import viz  # noqa: E402
 from vsfast.cli import main  # noqa: E402
 from vsfast.report import Section, write_html  # noqa: E402
-
-needs_mnist = pytest.mark.skipif(not os.environ.get("VSFAST_DATA") or not Path(os.environ["VSFAST_DATA"]).is_dir(),
-                                 reason="needs MNIST in VSFAST_DATA (the test command sets it)")
+from conftest import needs_mnist  # noqa: E402
 
 
 def png_size(path: Path) -> tuple[int, int]:
