@@ -4,9 +4,10 @@
                                                  [--no-write]
 
 For every workload and dtype, every setting of every method is timed in interleaved rounds
-(median of N) and its error measured on S seeds (median): ||A - U S Vh||_2 of the rank-k result
-against the float64 matrix, by Lanczos on the residual (scipy's svds), over sigma_{k+1}, the
-optimum, from a float64 SVD computed once. Methods and settings:
+(median of N, each timed call right after an untimed one of its own: the steady state, see
+vsfast.bench.interleaved_medians) and its error measured on S seeds (median): ||A - U S Vh||_2
+of the rank-k result against the float64 matrix, by Lanczos on the residual (scipy's svds),
+over sigma_{k+1}, the optimum, from a float64 SVD computed once. Methods and settings:
 
 - vsfast: its default call ``rsvd(A, k)``; block Krylov (its default ``oversample=30``, power_iters 0-3) with
   bfloat16 passes where they cost no accuracy (``precision="auto"``) and in full precision;
@@ -201,7 +202,7 @@ def measure(name: str, a: np.ndarray, rounds: int, seeds: int, quick: bool) -> R
     for s in result.settings:
         errors = [spectral_norm_of_residual(a64, *s.run(seed)) for seed in range(seeds)]
         s.error = float(np.median(errors)) / sigma
-    times = interleaved_medians([lambda s=s: s.run(0) for s in result.settings], rounds, settle=0.1)
+    times = interleaved_medians([lambda s=s: s.run(0) for s in result.settings], rounds, settle=0.1, rewarm=True)
     for s, t in zip(result.settings, times):
         s.time = t
     print(f"measured {name}, {a.dtype.name}", flush=True)

@@ -50,12 +50,20 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def interleaved_medians(fns: list[Callable[[], Any]], rounds: int, warmup: int = 1, settle: float = 0.3) -> list[float]:
+def interleaved_medians(fns: list[Callable[[], Any]], rounds: int, warmup: int = 1, settle: float = 0.3,
+                        rewarm: bool = False) -> list[float]:
     """Median wall time of each callable, timed in turn within every round, so that a change in
     the machine's load (a shared machine's neighbours come and go within minutes) weighs on all of
     them alike and their ratios stay meaningful. Each timed call waits ``settle`` seconds first:
     OpenBLAS's and OpenMP's threads spin for up to about 0.1 s after their last call, and would
-    otherwise share the cores with whatever is timed next."""
+    otherwise share the cores with whatever is timed next.
+
+    With ``rewarm``, each timed call directly follows an untimed call of the same callable: after
+    that pause the cores of a virtual machine run the first milliseconds slowly (measured on an
+    AMD EPYC VM: a 512 x 784 by 784 x 444 float32 product took 3.1 ms after 0.1 s idle, 2.0 ms
+    back to back), which weighs on a call of a few milliseconds and not on one of a second, and
+    would make a ratio between the two depend on their sizes. Steady state is what a loop over a
+    model's layers sees."""
     for fn in fns:
         for _ in range(warmup):
             fn()
@@ -63,6 +71,8 @@ def interleaved_medians(fns: list[Callable[[], Any]], rounds: int, warmup: int =
     for _ in range(rounds):
         for fn, t in zip(fns, times):
             time.sleep(settle)
+            if rewarm:
+                fn()
             start = time.perf_counter()
             fn()
             t.append(time.perf_counter() - start)
