@@ -24,10 +24,12 @@ _openblas = ctypes.CDLL(str(Path(scipy_openblas32.get_lib_dir()) / scipy_openbla
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 
 
-def _sgemm_rowmajor(ta: bool, m: int, n: int, k: int, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> None:
-    f = _openblas.scipy_cblas_sgemm
-    f.argtypes = [ctypes.c_int] * 6 + [ctypes.c_float, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p,
-                                       ctypes.c_int, ctypes.c_float, ctypes.c_void_p, ctypes.c_int]
+def _gemm_rowmajor(ta: bool, m: int, n: int, k: int, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> None:
+    """c = op(a) b in the dtype of a (float32 or float64), with vsfast's own OpenBLAS."""
+    f = _openblas.scipy_cblas_sgemm if a.dtype == np.float32 else _openblas.scipy_cblas_dgemm
+    scalar = ctypes.c_float if a.dtype == np.float32 else ctypes.c_double
+    f.argtypes = [ctypes.c_int] * 6 + [scalar, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p,
+                                       ctypes.c_int, scalar, ctypes.c_void_p, ctypes.c_int]
     f(_ROW_MAJOR, _TRANS if ta else _NO_TRANS, _NO_TRANS, m, n, k, 1.0, a.ctypes.data, a.shape[1],
       b.ctypes.data, b.shape[1], 0.0, c.ctypes.data, c.shape[1])
 
@@ -172,21 +174,21 @@ def layer_like(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
     return a
 
 
-def rsvd_floor_passes(a: np.ndarray):
-    """A callable doing the (2q + 2) passes of matrix products over A that a randomized SVD
-    cannot avoid, for one matrix or a batch, with the same OpenBLAS (time it inside
+def rsvd_floor_passes(a: np.ndarray, width: int = K + OVERSAMPLE, pairs: int = POWER_ITERS + 1):
+    """A callable doing the passes of matrix products over A that a randomized SVD cannot avoid
+    (``pairs`` times A Z and A^T Y with ``width`` columns: (2q + 2) passes for q power
+    iterations), for one matrix or a batch, with the same OpenBLAS (time it inside
     ``threaded_openblas``)."""
     *_, m, n = a.shape
-    l = K + OVERSAMPLE
     mats = a.reshape(-1, m, n)
-    sketch_n, sketch_m = np.ones((n, l), np.float32), np.ones((m, l), np.float32)
-    out_m, out_n = np.empty((m, l), np.float32), np.empty((n, l), np.float32)
+    sketch_n, sketch_m = np.ones((n, width), a.dtype), np.ones((m, width), a.dtype)
+    out_m, out_n = np.empty((m, width), a.dtype), np.empty((n, width), a.dtype)
 
     def passes():
         for mat in mats:
-            for _ in range(POWER_ITERS + 1):
-                _sgemm_rowmajor(False, m, l, n, mat, sketch_n, out_m)  # A Z
-                _sgemm_rowmajor(True, n, l, m, mat, sketch_m, out_n)   # A^T Y
+            for _ in range(pairs):
+                _gemm_rowmajor(False, m, width, n, mat, sketch_n, out_m)  # A Z
+                _gemm_rowmajor(True, n, width, m, mat, sketch_m, out_n)   # A^T Y
 
     return passes
 

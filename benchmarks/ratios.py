@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 import vsfast  # noqa: E402
 from common import (  # noqa: E402
-    K, OVERSAMPLE, POWER_ITERS, RSVD_SHAPES, TorchChain, _sgemm_rowmajor, add_results_options, fcnn5_like_chain,
+    K, OVERSAMPLE, POWER_ITERS, RSVD_SHAPES, TorchChain, _gemm_rowmajor, add_results_options, fcnn5_like_chain,
     interleaved_medians, layer_like, markdown_table, publish, rsvd_floor_passes, spectral_error, threaded,
     torch_lowrank, torch_projection,
 )
@@ -53,8 +53,8 @@ def projection_row(n, r, rounds, inputs=10_000):
     rows_t = np.ascontiguousarray(v.T)
 
     def floor_passes():
-        _sgemm_rowmajor(False, inputs, sp.rank, n, x, v, coef)
-        _sgemm_rowmajor(False, inputs, n, sp.rank, coef, rows_t, sig)
+        _gemm_rowmajor(False, inputs, sp.rank, n, x, v, coef)
+        _gemm_rowmajor(False, inputs, n, sp.rank, coef, rows_t, sig)
 
     floor, ours, theirs = interleaved_medians(
         [threaded(floor_passes), lambda: vsfast.project(x, sp), lambda: torch_projection(xt, vt)], rounds)
@@ -82,7 +82,7 @@ def chain_row(rounds, targets=10_000):
 
     def floor_passes():
         for h, p, out in bufs:
-            _sgemm_rowmajor(False, targets, p.shape[1], p.shape[0], h, p, out)
+            _gemm_rowmajor(False, targets, p.shape[1], p.shape[0], h, p, out)
 
     floor, ours, theirs = interleaved_medians(
         [threaded(floor_passes), lambda: chain.reconstruct(y), lambda: tchain.reconstruct(yt)], rounds)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import _sgemm_rowmajor  # noqa: E402
+from common import _gemm_rowmajor  # noqa: E402
 from inverse import perf_samples, profile_table, short_symbol, symbol_shares  # noqa: E402
 
 
@@ -44,7 +44,7 @@ def busy_gemm(seconds: float = 1.5) -> None:
     c = np.empty_like(a)
     until = time.perf_counter() + seconds
     while time.perf_counter() < until:
-        _sgemm_rowmajor(False, 256, 256, 256, a, a, c)
+        _gemm_rowmajor(False, 256, 256, 256, a, a, c)
 
 
 def test_perf_samples_find_where_the_time_goes():

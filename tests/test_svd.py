@@ -123,6 +123,26 @@ def test_rsvd_factors_orthonormal_to_working_precision(rng, dtype, shape, spectr
     assert orthonormality_error(vh.T) <= 50 * EPS[dtype]
 
 
+@pytest.mark.parametrize("smallest", [3e-4, 3e-5, 1e-7])
+def test_rsvd_float32_small_svd_either_side_of_the_gram_floor(rng, smallest):
+    """float32's small SVD comes from the float64 Gram matrix of the projected matrix while its
+    k-th singular value is at least 1e-4 of the first, else from LAPACK's SVD: on either side of
+    that floor, an exactly rank-k matrix (singular values from 1 down to ``smallest``) gets its
+    singular values to float32's rounding of A (a few eps * sigma_1) and orthonormal factors.
+    The Gram route taken down to 1e-7 makes U 4e4 eps from orthonormal (measured)."""
+    k = 40
+    s_true = np.geomspace(1.0, smallest, k)
+    left = np.linalg.qr(rng.standard_normal((600, k)))[0]
+    right = np.linalg.qr(rng.standard_normal((900, k)))[0]
+    a = ((left * s_true) @ right.T).astype(np.float32)
+    u, s, vh = vsfast.rsvd(a, k)
+    reference = np.linalg.svd(a.astype(np.float64), compute_uv=False)[:k]
+    assert np.max(np.abs(np.asarray(s, np.float64) - reference)) <= 20 * EPS[np.float32]
+    assert orthonormality_error(u) <= 50 * EPS[np.float32]
+    assert orthonormality_error(vh.T) <= 50 * EPS[np.float32]
+    assert spectral_error(a.astype(np.float64), u, s, vh) <= 50 * EPS[np.float32]
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_rsvd_singular_values_and_vectors_accurate_on_fast_decay(rng, dtype):
     a, s_true = with_spectrum(rng, 500, 300, "fast")

@@ -109,6 +109,12 @@ inline lapack_int symmetric_eigenvalues(blas_int n, double* a, blas_int lda, dou
   return scipy_LAPACKE_dsyevd(LAPACK_COL_MAJOR, 'N', 'U', n, a, lda, w);
 }
 
+// Eigenvalues (ascending, into w) and eigenvectors (overwriting a, column i for w[i]) of the
+// symmetric n x n a whose upper triangle is given.
+inline lapack_int symmetric_eigen(blas_int n, double* a, blas_int lda, double* w) {
+  return scipy_LAPACKE_dsyevd(LAPACK_COL_MAJOR, 'V', 'U', n, a, lda, w);
+}
+
 // b (n) <- a^-1 b for the Cholesky factor (upper) left in a by potrf_upper.
 inline lapack_int potrs_upper(blas_int n, const double* a, blas_int lda, double* b) {
   return scipy_LAPACKE_dpotrs(LAPACK_COL_MAJOR, 'U', n, 1, a, lda, b, n);

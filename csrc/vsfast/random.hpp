@@ -31,11 +31,12 @@ VSFAST_HOST_DEVICE inline void gaussian_pair(std::uint64_t key, std::size_t i, d
   second = radius * std::sin(two_pi * u2);
 }
 
-// Fill out[0..n) with independent standard normal numbers.
+// Entries [2 begin, 2 end) of the standard normal sequence of `seed`, of the n entries out holds:
+// the pairs begin..end, which any thread may fill.
 template <class T>
-void fill_gaussian(T* out, std::size_t n, std::uint64_t seed) {
+void fill_gaussian_pairs(T* out, std::size_t n, std::uint64_t seed, std::size_t begin, std::size_t end) {
   const std::uint64_t key = splitmix64(seed);
-  for (std::size_t i = 0; i < n; i += 2) {
+  for (std::size_t i = 2 * begin; i < 2 * end && i < n; i += 2) {
     double first, second;
     gaussian_pair(key, i, first, second);
     out[i] = static_cast<T>(first);

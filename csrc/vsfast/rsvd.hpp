@@ -96,7 +96,12 @@ inline std::size_t test_columns(std::size_t m, std::size_t n, const RsvdParams& 
 template <class T>
 std::vector<T> gaussian_sketch(std::size_t m, std::size_t n, const RsvdParams& p) {
   std::vector<T> omega(std::min(m, n) * test_columns(m, n, p));
-  fill_gaussian(omega.data(), omega.size(), p.seed);
+  // About 20 ns an entry (a logarithm and a sine and cosine per pair): 1-2 ms for a layer's sketch,
+  // worth the threads.
+  constexpr std::size_t pair_cost = 40;
+  parallel_rows((omega.size() + 1) / 2, pair_cost, [&](std::size_t begin, std::size_t end) {
+    fill_gaussian_pairs(omega.data(), omega.size(), p.seed, begin, end);
+  });
   return omega;
 }
 
@@ -226,18 +231,22 @@ struct Bf16Check {
 // an orthonormal Q) and w = M^T Q (short x d, destroyed). The SVD w = Ub S Vb^T gives
 // M ~ Q w^T = (Q Vb) S Ub^T, where Q Vb = basis C for the d x k matrix C = R2^-1 Vb (first k
 // columns).
+// Only the leading k triplets are needed: from w's float64 Gram matrix where that is exact to
+// float32's precision (gram_top_svd), else from the whole SVD (tall_svd).
 template <class T>
 void finish(const TallView<T>& M, const T* basis, T* w, std::size_t d, const T* r2, std::size_t k, T* u, T* s,
             T* vh, RsvdWorkspace<T>& ws) {
   const blas_int bd = static_cast<blas_int>(d), bk = static_cast<blas_int>(k);
   ws.ub.resize(M.short_side * d);
-  ws.vbt.resize(d * d);
   ws.s.resize(d);
-  tall_svd(w, M.bs, bd, ws.s.data(), ws.ub.data(), ws.vbt.data(), ws.small);
-  std::copy(ws.s.begin(), ws.s.begin() + static_cast<std::ptrdiff_t>(k), s);
   ws.coef.resize(d * k);
-  for (std::size_t j = 0; j < k; ++j)
-    for (std::size_t i = 0; i < d; ++i) ws.coef[i + j * d] = ws.vbt[j + i * d];
+  if (!gram_top_svd(w, M.bs, bd, bk, ws.s.data(), ws.ub.data(), ws.coef.data(), ws.small)) {
+    ws.vbt.resize(d * d);
+    tall_svd(w, M.bs, bd, ws.s.data(), ws.ub.data(), ws.vbt.data(), ws.small);
+    for (std::size_t j = 0; j < k; ++j)
+      for (std::size_t i = 0; i < d; ++i) ws.coef[i + j * d] = ws.vbt[j + i * d];
+  }
+  std::copy(ws.s.begin(), ws.s.begin() + static_cast<std::ptrdiff_t>(k), s);
   if (r2) blas_trsm_upper(CblasLeft, bd, bk, r2, bd, ws.coef.data(), bd);
   if (!M.t) {
     // M = a^T: row-major u (stored as column-major k x m) is the transpose of Ub's first k
