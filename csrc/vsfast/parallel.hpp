@@ -235,6 +235,12 @@ constexpr std::size_t kBlock = 256;
 
 inline std::size_t block_count(std::size_t extent) { return (extent + kBlock - 1) / kBlock; }
 
+// Rows per partial product of the reductions below (Gram matrices, cross products of tall
+// matrices), fixed so that the sum does not depend on the threads: small enough to spread a
+// basis of a few thousand rows evenly (chunks of 2048 rows left one of two threads idle for a
+// third of a 4608-row basis), large enough for BLAS's blocking.
+constexpr std::size_t kReductionChunk = 2 * kBlock;
+
 // Column-major C (m x n) = alpha op(A) op(B) + beta C, split into blocks along the longer of
 // C's dimensions. The reduction over k is never split.
 template <class T>
@@ -276,7 +282,7 @@ void trsm_right_upper(blas_int m, blas_int n, const T* r, blas_int ldr, T* b, bl
 // fixed row chunks, computed in parallel and summed in chunk order.
 template <class T>
 void gram(blas_int m, blas_int n, const T* a, blas_int lda, T* c) {
-  constexpr std::size_t chunk = 8 * kBlock;
+  constexpr std::size_t chunk = kReductionChunk;
   const std::size_t chunks = (static_cast<std::size_t>(m) + chunk - 1) / chunk, nn = static_cast<std::size_t>(n) * n;
   std::vector<T> partial((chunks - 1) * nn);
   parallel_for(chunks, workers_for(1.0 * m * n * n, chunks), [&](std::size_t i) {

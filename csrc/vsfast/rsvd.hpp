@@ -143,7 +143,7 @@ struct TallView {
 // chunks, computed in parallel and summed in chunk order (results independent of the threads).
 template <class T>
 void cross(blas_int m, blas_int d, blas_int cols, const T* a, blas_int lda, const T* b, blas_int ldb, T* c) {
-  constexpr std::size_t chunk = 8 * kBlock;
+  constexpr std::size_t chunk = kReductionChunk;
   const std::size_t chunks = (static_cast<std::size_t>(m) + chunk - 1) / chunk;
   const std::size_t size = static_cast<std::size_t>(d) * cols;
   std::vector<T> partial((chunks - 1) * size);
