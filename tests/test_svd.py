@@ -123,12 +123,13 @@ def test_rsvd_factors_orthonormal_to_working_precision(rng, dtype, shape, spectr
     assert orthonormality_error(vh.T) <= 50 * EPS[dtype]
 
 
-@pytest.mark.parametrize("smallest", [3e-4, 3e-5, 1e-7])
+@pytest.mark.parametrize("smallest", [3e-4, 1.05e-4, 3e-5, 1e-7])
 def test_rsvd_float32_small_svd_either_side_of_the_gram_floor(rng, smallest):
     """float32's small SVD comes from the float64 Gram matrix of the projected matrix while its
     k-th singular value is at least 1e-4 of the first, else from LAPACK's SVD: on either side of
-    that floor, an exactly rank-k matrix (singular values from 1 down to ``smallest``) gets its
-    singular values to float32's rounding of A (a few eps * sigma_1) and orthonormal factors.
+    that floor (1.05e-4: the worst case it admits), an exactly rank-k matrix (singular values from
+    1 down to ``smallest``) gets its singular values to float32's rounding of A (a few
+    eps * sigma_1) and orthonormal factors.
     The Gram route taken down to 1e-7 makes U 4e4 eps from orthonormal (measured)."""
     k = 40
     s_true = np.geomspace(1.0, smallest, k)
@@ -178,7 +179,7 @@ h = hashlib.sha256()
 options = [{}, {"method": "subspace"}, {"precision": "full"}, {"power_iters": "auto", "tol": 0.05}]
 if vsfast._core.bf16_supported():
     options += [{"precision": "bfloat16"}, {"method": "subspace", "precision": "bfloat16"}]
-for shape in [(700, 900), (900, 700), (5, 300, 520)]:
+for shape in [(700, 900), (900, 700), (5, 300, 520), (12000, 80)]:  # the last: reductions over 768-row chunks
     for dtype in (np.float32, np.float64):
         a = rng.standard_normal(shape).astype(dtype)
         for kw in options:
@@ -189,7 +190,8 @@ print(h.hexdigest())
 
 
 def test_rsvd_bitwise_identical_on_any_thread_count():
-    """Every method, precision and the adaptive depth: the same bits on 1, 2 and 3 threads."""
+    """Every method, precision and the adaptive depth: the same bits on 1, 2 and 3 threads, also where
+    a tall basis's reductions grow their row chunks to bound their partial sums' memory."""
     digests = set()
     for threads in ("1", "2", "3"):
         env = dict(os.environ, VSFAST_NUM_THREADS=threads)

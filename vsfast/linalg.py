@@ -142,8 +142,9 @@ def rsvd(A: Any, k: int, *, method: str = "auto", oversample: int | None = None,
     """Truncated SVD by randomized range finding: ``A ~ U @ diag(S) @ Vh``.
 
     Halko, Martinsson & Tropp (SIAM Review, 2011): a Gaussian sketch of A's range, sharpened by
-    passes over A, then the exact SVD of the small projected matrix (on the CPU in float64
-    whatever A's dtype). Two ways to spend the passes:
+    passes over A, then the SVD of the small projected matrix (on the CPU in float64 whatever A's
+    dtype; for float32 from its Gram matrix where that is exact to float32's rounding,
+    docs/numerics.md). Two ways to spend the passes:
 
     - ``"subspace"`` iteration keeps the last block ``(A A^T)^q A Omega`` of ``k + oversample``
       columns, re-orthonormalised at every half-step; the error falls like

@@ -236,10 +236,17 @@ constexpr std::size_t kBlock = 256;
 inline std::size_t block_count(std::size_t extent) { return (extent + kBlock - 1) / kBlock; }
 
 // Rows per partial product of the reductions below (Gram matrices, cross products of tall
-// matrices), fixed so that the sum does not depend on the threads: small enough to spread a
-// basis of a few thousand rows evenly (chunks of 2048 rows left one of two threads idle for a
-// third of a 4608-row basis), large enough for BLAS's blocking.
+// matrices), fixed by the row count alone so that the sum does not depend on the threads: small
+// enough to spread a basis of a few thousand rows evenly (chunks of 2048 rows left one of two
+// threads idle for a third of a 4608-row basis), large enough for BLAS's blocking, and growing
+// beyond kMaxPartials chunks so that the partial results' memory stays bounded on tall inputs.
 constexpr std::size_t kReductionChunk = 2 * kBlock;
+constexpr std::size_t kMaxPartials = 16;
+
+inline std::size_t reduction_chunk(std::size_t rows) {
+  const std::size_t even = (rows + kMaxPartials - 1) / kMaxPartials;
+  return std::max(kReductionChunk, block_count(even) * kBlock);
+}
 
 // Column-major C (m x n) = alpha op(A) op(B) + beta C, split into blocks along the longer of
 // C's dimensions. The reduction over k is never split.
@@ -278,22 +285,6 @@ void trsm_right_upper(blas_int m, blas_int n, const T* r, blas_int ldr, T* b, bl
   });
 }
 
-// c (n x n, upper triangle) = a^T a for the column-major m x n matrix a: partial Gram matrices of
-// fixed row chunks, computed in parallel and summed in chunk order.
-template <class T>
-void gram(blas_int m, blas_int n, const T* a, blas_int lda, T* c) {
-  constexpr std::size_t chunk = kReductionChunk;
-  const std::size_t chunks = (static_cast<std::size_t>(m) + chunk - 1) / chunk, nn = static_cast<std::size_t>(n) * n;
-  std::vector<T> partial((chunks - 1) * nn);
-  parallel_for(chunks, workers_for(1.0 * m * n * n, chunks), [&](std::size_t i) {
-    const std::size_t begin = i * chunk;
-    const blas_int len = static_cast<blas_int>(std::min(chunk, static_cast<std::size_t>(m) - begin));
-    syrk_gram(n, len, a + begin, lda, i == 0 ? c : partial.data() + (i - 1) * nn, n);
-  });
-  for (std::size_t i = 1; i < chunks; ++i)
-    for (std::size_t j = 0; j < nn; ++j) c[j] += partial[(i - 1) * nn + j];
-}
-
 // Elementwise work over `rows` rows of `row_cost` operations each, in blocks fixed by row_cost.
 template <class Fn>
 void parallel_rows(std::size_t rows, std::size_t row_cost, Fn&& fn) {
@@ -304,6 +295,47 @@ void parallel_rows(std::size_t rows, std::size_t row_cost, Fn&& fn) {
     const std::size_t begin = i * per_block;
     fn(begin, std::min(rows, begin + per_block));
   });
+}
+
+// out (size values) = the sum over fixed chunks of m rows of part(begin, rows, partial), which
+// writes a chunk's partial result: computed in parallel, summed in chunk order, so the result does
+// not depend on the threads. No rows: zero.
+template <class T, class Part>
+void reduce_row_chunks(std::size_t m, std::size_t size, double flops, T* out, Part&& part) {
+  const std::size_t chunk = reduction_chunk(m), chunks = (m + chunk - 1) / chunk;
+  if (chunks == 0) {
+    std::fill_n(out, size, T(0));
+    return;
+  }
+  std::vector<T> partial((chunks - 1) * size);
+  parallel_for(chunks, workers_for(flops, chunks), [&](std::size_t i) {
+    const std::size_t begin = i * chunk;
+    part(begin, std::min(chunk, m - begin), i == 0 ? out : partial.data() + (i - 1) * size);
+  });
+  if (chunks > 1)
+    parallel_rows(size, chunks - 1, [&](std::size_t begin, std::size_t end) {
+      for (std::size_t i = 1; i < chunks; ++i)
+        for (std::size_t j = begin; j < end; ++j) out[j] += partial[(i - 1) * size + j];
+    });
+}
+
+// c (n x n, upper triangle) = a^T a for the column-major m x n matrix a.
+template <class T>
+void gram(blas_int m, blas_int n, const T* a, blas_int lda, T* c) {
+  reduce_row_chunks(static_cast<std::size_t>(m), static_cast<std::size_t>(n) * n, 1.0 * m * n * n, c,
+                    [&](std::size_t begin, std::size_t rows, T* out) {
+                      syrk_gram(n, static_cast<blas_int>(rows), a + begin, lda, out, n);
+                    });
+}
+
+// c (d x cols) = a^T b for the column-major m x d a and m x cols b.
+template <class T>
+void cross(blas_int m, blas_int d, blas_int cols, const T* a, blas_int lda, const T* b, blas_int ldb, T* c) {
+  reduce_row_chunks(static_cast<std::size_t>(m), static_cast<std::size_t>(d) * cols, 2.0 * m * d * cols, c,
+                    [&](std::size_t begin, std::size_t rows, T* out) {
+                      blas_gemm(true, false, d, cols, static_cast<blas_int>(rows), T(1), a + begin, lda, b + begin,
+                                ldb, T(0), out, d);
+                    });
 }
 
 }  // namespace vsfast

@@ -96,8 +96,8 @@ inline std::size_t test_columns(std::size_t m, std::size_t n, const RsvdParams& 
 template <class T>
 std::vector<T> gaussian_sketch(std::size_t m, std::size_t n, const RsvdParams& p) {
   std::vector<T> omega(std::min(m, n) * test_columns(m, n, p));
-  // About 20 ns an entry (a logarithm and a sine and cosine per pair): 1-2 ms for a layer's sketch,
-  // worth the threads.
+  // A pair costs a logarithm, a square root and a sine and cosine, some 40 simple operations in
+  // parallel_rows's units (about 20 ns an entry): 1-2 ms for a layer's sketch, worth the threads.
   constexpr std::size_t pair_cost = 40;
   parallel_rows((omega.size() + 1) / 2, pair_cost, [&](std::size_t begin, std::size_t end) {
     fill_gaussian_pairs(omega.data(), omega.size(), p.seed, begin, end);
@@ -138,24 +138,6 @@ struct TallView {
     gemm(!t, false, bs, cols, bl, T(1), a, lda, y, bl, T(0), z, bs);
   }
 };
-
-// c (d x cols) = a^T b for the column-major m x d a and m x cols b: partial products of fixed row
-// chunks, computed in parallel and summed in chunk order (results independent of the threads).
-template <class T>
-void cross(blas_int m, blas_int d, blas_int cols, const T* a, blas_int lda, const T* b, blas_int ldb, T* c) {
-  constexpr std::size_t chunk = kReductionChunk;
-  const std::size_t chunks = (static_cast<std::size_t>(m) + chunk - 1) / chunk;
-  const std::size_t size = static_cast<std::size_t>(d) * cols;
-  std::vector<T> partial((chunks - 1) * size);
-  parallel_for(chunks, workers_for(2.0 * m * d * cols, chunks), [&](std::size_t i) {
-    const std::size_t begin = i * chunk;
-    const blas_int len = static_cast<blas_int>(std::min(chunk, static_cast<std::size_t>(m) - begin));
-    blas_gemm(true, false, d, cols, len, T(1), a + begin, lda, b + begin, ldb, T(0),
-              i == 0 ? c : partial.data() + (i - 1) * size, d);
-  });
-  for (std::size_t i = 1; i < chunks; ++i)
-    for (std::size_t j = 0; j < size; ++j) c[j] += partial[(i - 1) * size + j];
-}
 
 // An orthonormal basis of the tall column-major m x n a, in place: CholeskyQR2, or Householder
 // QR where CholeskyQR2 cannot be trusted.

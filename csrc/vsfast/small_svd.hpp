@@ -59,12 +59,14 @@ void tall_svd(T* a, blas_int m, blas_int n, T* s, T* u, T* vt, SmallSvdWorkspace
 
 // The leading k singular triplets of the column-major float32 m x n a from the eigenpairs of its
 // float64 Gram matrix: s (k), u (m x k, leading dimension m), v (n x k, leading dimension n),
-// where LAPACK's SVD of an n x n factor costs several times more (a 512 x 188 matrix: 8 ms
-// against 3). Squaring the singular values costs float64's precision, not float32's: the
-// eigenvalues are exact to eps64 s_1^2, so s_i to eps64 (s_1/s_i)^2 relative, and u_i = a v_i / s_i
-// is orthonormal to the same order. That is below float32's rounding (eps32 = 6e-8) while
-// s_k >= 1e-4 s_1 (1.1e-8); below it, or for float64 input, returns false and leaves the
-// decomposition to tall_svd.
+// where LAPACK's SVD of an n x n factor costs twice as much (a 512 x 188 matrix: 8.3 ms against
+// 3.8). Squaring the singular values costs float64's precision, not float32's: the eigenvalues
+// are exact to a modest multiple of eps64 s_1^2 (the Gram matrix's and the eigensolver's
+// rounding), so s_i to that multiple of eps64 (s_1/s_i)^2 relative, and u_i = a v_i / s_i is
+// orthonormal to the same order. While s_k >= 1e-4 s_1 that is a multiple of 1.1e-8, measured
+// below float32's rounding (eps32 = 6e-8; tests/test_svd.py); below it, or for float64 input,
+// returns false and leaves the decomposition to tall_svd, after the Gram route's cost: a float32
+// spectrum falling that far within the first k values is rare enough not to test for first.
 constexpr double kGramSvdFloor = 1e-4;
 
 template <class T>
