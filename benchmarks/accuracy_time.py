@@ -32,7 +32,7 @@ thread count.
 The first table sets the default beside torch niter=2 and beside the floor of its passes, their
 matrix products alone in the input's precision. Writes the tables as the accuracy_time.py
 section of benchmarks/RESULTS.md and the curves to benchmarks/accuracy_time.png (both unless
---no-write). About 80 minutes on two cores with --rounds 3; --quick runs the two smaller
+--no-write). One to two hours on two cores with --rounds 3; --quick runs the two smaller
 workloads in float32 with one round.
 """
 
@@ -84,8 +84,8 @@ WORKLOADS: dict[str, Callable[[], np.ndarray]] = {
     "transformer MLP (4096×1024, init)": lambda: transformer_layer().linear1.weight.detach().numpy(),
     "transformer attention in-proj (3072×1024, init)": lambda: transformer_layer().self_attn.in_proj_weight.detach().numpy(),
     "layer-like 4096×4096": lambda: layer_like((4096, 4096)),
-    "layer-like 4096×11008": lambda: layer_like((4096, 11008)),
     "layer-like batch 32×512×4608": lambda: layer_like((32, 512, 4608)),
+    "layer-like 4096×11008": lambda: layer_like((4096, 11008)),
 }
 QUICK = ["layer-like 512×4608", "FCNN-5 layer 1 (512×784, trained)"]
 
@@ -331,25 +331,37 @@ def main() -> None:
     dtypes = ["float32"] if args.quick else args.dtypes.split(",")
     rounds = 1 if args.quick else args.rounds
     results, bases = [], {}
+    total = len(dtypes) * len(names)
     with threadpool_limits(threads):
-        # Every workload in the first dtype before any in the next, each one's must-show row
-        # printed as it is measured: a run cut short still says what it measured.
-        for dtype in dtypes:
-            for name in names:
+        # The workloads from the quickest to measure, each in every dtype, its must-show row
+        # printed and the section rewritten as it is measured: a run cut short (the whole takes
+        # one to two hours) still leaves what it measured, saying so.
+        for name in names:
+            for dtype in dtypes:
                 base = bases.setdefault(name, WORKLOADS[name]())
                 started = time.perf_counter()
                 results.append(measure(name, np.ascontiguousarray(base, dtype=dtype), rounds, args.seeds,
                                        args.target_seeds, args.quick))
                 print(f"  {time.perf_counter() - started:.0f} s", flush=True)
                 print(must_show_table(results[-1:]), flush=True)
+                if len(results) < total:
+                    publish(args, "accuracy_time.py", report(results, args, rounds, total), echo=False)
+    publish(args, "accuracy_time.py", report(results, args, rounds, total))
+
+
+def report(results: list[Result], args, rounds: int, total: int) -> str:
+    """The section's text, with the figure unless --no-write (which also leaves the figure alone)."""
     title = (f"k = {K}, median of {rounds} interleaved rounds (time) and of {args.seeds} seeds (error; "
              f"{max(args.seeds, args.target_seeds)} for the default and torch niter=2); "
              f"bfloat16 passes {'available' if vsfast._core.bf16_supported() else 'not available'} on this CPU")
+    if len(results) < total:
+        title += (f". **Partial**: {len(results)} of the {total} workload and dtype pairs asked for were measured "
+                  "when this was written")
     body = "\n\n".join([title, must_show_table(results), reach_table(results), detail_table(results)])
     if not args.no_write:
         plot(results, FIGURE)
         body += f"\n\n![error against time per workload]({FIGURE.name})"
-    publish(args, "accuracy_time.py", body)
+    return body
 
 
 if __name__ == "__main__":

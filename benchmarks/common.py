@@ -8,6 +8,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import scipy_openblas32
@@ -24,12 +25,22 @@ _openblas = ctypes.CDLL(str(Path(scipy_openblas32.get_lib_dir()) / scipy_openbla
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 
 
-def _gemm_rowmajor(ta: bool, m: int, n: int, k: int, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> None:
-    """c = op(a) b in the dtype of a (float32 or float64), with vsfast's own OpenBLAS."""
-    f = _openblas.scipy_cblas_sgemm if a.dtype == np.float32 else _openblas.scipy_cblas_dgemm
-    scalar = ctypes.c_float if a.dtype == np.float32 else ctypes.c_double
+def _cblas_gemm(name: str, scalar) -> Callable:
+    f = getattr(_openblas, name)
     f.argtypes = [ctypes.c_int] * 6 + [scalar, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p,
                                        ctypes.c_int, scalar, ctypes.c_void_p, ctypes.c_int]
+    return f
+
+
+_GEMM = {np.dtype(np.float32): _cblas_gemm("scipy_cblas_sgemm", ctypes.c_float),
+         np.dtype(np.float64): _cblas_gemm("scipy_cblas_dgemm", ctypes.c_double)}
+
+
+def _gemm_rowmajor(ta: bool, m: int, n: int, k: int, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> None:
+    """c = op(a) b for C-contiguous float32 or float64 arrays of one dtype, with vsfast's own OpenBLAS."""
+    if not (a.dtype == b.dtype == c.dtype and all(x.flags.c_contiguous for x in (a, b, c))):
+        raise TypeError(f"expected C-contiguous arrays of one dtype, got {a.dtype}, {b.dtype}, {c.dtype}")
+    f = _GEMM[a.dtype]
     f(_ROW_MAJOR, _TRANS if ta else _NO_TRANS, _NO_TRANS, m, n, k, 1.0, a.ctypes.data, a.shape[1],
       b.ctypes.data, b.shape[1], 0.0, c.ctypes.data, c.shape[1])
 
@@ -97,15 +108,18 @@ def add_results_options(parser) -> None:
                         "(default: benchmarks/RESULTS.md)")
 
 
-def publish(args, script: str, body: str) -> None:
-    """Print a script's tables and, unless ``--no-write``, make them its section of the results
-    file, headed by :func:`run_header` with the command line that produced them."""
+def publish(args, script: str, body: str, echo: bool = True) -> None:
+    """Print a script's tables (unless not ``echo``) and, unless ``--no-write``, make them its
+    section of the results file, headed by :func:`run_header` with the command line that produced
+    them."""
     command = " ".join([f"benchmarks/{script}", *sys.argv[1:]])
     text = f"{run_header(command)}\n\n{body}"
-    print(text)
+    if echo:
+        print(text)
     if not args.no_write:
         write_section(args.results, script, text)
-        print(f"\nwrote the {script} section of {args.results}")
+        if echo:
+            print(f"\nwrote the {script} section of {args.results}")
 
 
 def section_markers(name: str) -> tuple[str, str]:

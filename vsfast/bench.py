@@ -30,13 +30,20 @@ EXACT_AUTO_SIDE = 2048
 
 
 def cpu_model() -> str:
-    """The processor's model name from /proc/cpuinfo (Linux), else what platform knows."""
+    """The processor's model name from /proc/cpuinfo (Linux) with its family and model numbers (a
+    virtual machine may call both AMD Zen 3 and Zen 4 just "AMD EPYC"), else what platform knows."""
     import platform
 
     try:
+        fields: dict[str, str] = {}
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            if not line.strip():
+                break  # the first processor's block
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+        if "model name" in fields:
+            numbers = [f"{key} {fields[key]}" for key in ("cpu family", "model") if key in fields]
+            return fields["model name"] + (f" ({', '.join(numbers)})" if numbers else "")
     except OSError:
         pass
     return platform.processor() or platform.machine()

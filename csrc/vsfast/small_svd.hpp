@@ -91,9 +91,10 @@ bool gram_top_svd(const T* a, blas_int m, blas_int n, blas_int k, T* s, T* u, T*
     gemm(false, false, m, k, n, 1.0, ws.in64.data(), m, ws.vt64.data(), n, 0.0, ws.u64.data(), m);
     for (blas_int j = 0; j < k; ++j) {
       const double sj = std::sqrt(ws.s64[n - 1 - j]);
+      const std::size_t uj = static_cast<std::size_t>(j) * m, vj = static_cast<std::size_t>(j) * n;
       s[j] = static_cast<T>(sj);
-      for (blas_int i = 0; i < m; ++i) u[i + static_cast<std::size_t>(j) * m] = static_cast<T>(ws.u64[i + static_cast<std::size_t>(j) * m] / sj);
-      for (blas_int i = 0; i < n; ++i) v[i + static_cast<std::size_t>(j) * n] = static_cast<T>(ws.vt64[i + static_cast<std::size_t>(j) * n]);
+      for (blas_int i = 0; i < m; ++i) u[i + uj] = static_cast<T>(ws.u64[i + uj] / sj);
+      for (blas_int i = 0; i < n; ++i) v[i + vj] = static_cast<T>(ws.vt64[i + vj]);
     }
     return true;
   }
